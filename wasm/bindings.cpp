@@ -1,0 +1,283 @@
+// The only file that knows Embind. It exposes the engine as `Engine` (wrapped by
+// web/p2psync.js) and the codec/hash as free functions working on staging memory.
+//
+// Conventions: no C++ exception ever crosses into JS (errors are codes or strings); bulk data
+// crosses as typed-array views of WASM memory at the addresses returned here, never as
+// std::string (Embind converts strings as UTF-8 and would mangle binary data).
+#include <emscripten/bind.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol.hpp"
+#include "state_hash.hpp"
+#include "sync_engine.hpp"
+
+using namespace emscripten;
+using namespace p2psync;
+
+namespace {
+
+// Message layout shared with web/p2psync.js (little-endian):
+//   0 u8 type, 1 u8 flags, 2 u8 focused, 3 u8 pad, 4 u16 playerIndex, 6 u16 count,
+//   8 u32 frame, 12 u32 episode, 16 u32 start, 20 u32 end, 24 f64 timestamp,
+//   32 u32 digestHi, 36 u32 digestLo, 40.. count x (u32 frame, u32 action)
+constexpr size_t kMsgHeader = 40;
+constexpr size_t kMsgBytes = kMsgHeader + 8 * kMaxResponseInputs;
+
+struct Staging {
+  std::vector<uint8_t> bytes = std::vector<uint8_t>(64 * 1024);
+  std::vector<uint8_t> msg = std::vector<uint8_t>(kMsgBytes);
+  Message m;
+  std::string text;
+};
+Staging& staging() {
+  static Staging s;
+  return s;
+}
+
+template <typename T>
+T rd(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+void wr(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+void readMsg(const uint8_t* s, Message& m) {
+  m.type = static_cast<MsgType>(s[0]);
+  m.flags = s[1];
+  m.focused = s[2];
+  m.playerIndex = rd<uint16_t>(s + 4);
+  m.count = rd<uint16_t>(s + 6);
+  m.frame = rd<uint32_t>(s + 8);
+  m.episode = rd<uint32_t>(s + 12);
+  m.start = rd<uint32_t>(s + 16);
+  m.end = rd<uint32_t>(s + 20);
+  m.timestamp = rd<double>(s + 24);
+  m.digest = (static_cast<uint64_t>(rd<uint32_t>(s + 32)) << 32) | rd<uint32_t>(s + 36);
+  if (m.count > kMaxResponseInputs) m.count = kMaxResponseInputs + 1;  // refused by validate
+  for (size_t i = 0; i < m.count && i < kMaxResponseInputs; ++i) {
+    m.inputs[i].frame = rd<uint32_t>(s + kMsgHeader + 8 * i);
+    uint32_t a = rd<uint32_t>(s + kMsgHeader + 8 * i + 4);
+    m.inputs[i].action = static_cast<uint8_t>(a);
+  }
+}
+
+void writeMsg(const Message& m, uint8_t* s) {
+  s[0] = static_cast<uint8_t>(m.type);
+  s[1] = m.flags;
+  s[2] = m.focused;
+  wr<uint16_t>(s + 4, m.playerIndex);
+  wr<uint16_t>(s + 6, m.count);
+  wr<uint32_t>(s + 8, m.frame);
+  wr<uint32_t>(s + 12, m.episode);
+  wr<uint32_t>(s + 16, m.start);
+  wr<uint32_t>(s + 20, m.end);
+  wr<double>(s + 24, m.timestamp);
+  wr<uint32_t>(s + 32, static_cast<uint32_t>(m.digest >> 32));
+  wr<uint32_t>(s + 36, static_cast<uint32_t>(m.digest));
+  for (size_t i = 0; i < m.count; ++i) {
+    wr<uint32_t>(s + kMsgHeader + 8 * i, m.inputs[i].frame);
+    wr<uint32_t>(s + kMsgHeader + 8 * i + 4, m.inputs[i].action);
+  }
+}
+
+// ---- free functions (codec, hash)
+uintptr_t stagingPtr() { return reinterpret_cast<uintptr_t>(staging().bytes.data()); }
+uint32_t stagingCapacity() { return static_cast<uint32_t>(staging().bytes.size()); }
+// Grows the staging buffer to at least n bytes (may grow WASM memory); returns its address.
+uintptr_t stagingReserve(uint32_t n) {
+  Staging& s = staging();
+  if (s.bytes.size() < n) s.bytes.resize(n);
+  return reinterpret_cast<uintptr_t>(s.bytes.data());
+}
+uintptr_t messagePtr() { return reinterpret_cast<uintptr_t>(staging().msg.data()); }
+
+// Encodes the message in the message area into the staging bytes. Returns the length, or 0 and
+// sets lastError() to the offending field.
+std::string g_lastError;
+uint32_t encodeStaged() {
+  Staging& s = staging();
+  readMsg(s.msg.data(), s.m);
+  const char* bad = validateForEncode(s.m);
+  if (bad) {
+    g_lastError = bad;
+    return 0;
+  }
+  size_t n = encode(s.m, s.bytes.data(), s.bytes.size());
+  if (!n) g_lastError = "message";
+  return static_cast<uint32_t>(n);
+}
+// Decodes `len` staged bytes into the message area. Returns a DecodeError value (0 = ok).
+int decodeStaged(uint32_t len) {
+  Staging& s = staging();
+  if (len > s.bytes.size()) return static_cast<int>(DecodeError::Truncated);
+  DecodeError e = decode(s.bytes.data(), len, s.m);
+  if (e == DecodeError::Ok) writeMsg(s.m, s.msg.data());
+  return static_cast<int>(e);
+}
+std::string lastError() { return g_lastError; }
+std::string decodeErrorNameOf(int e) { return decodeErrorName(static_cast<DecodeError>(e)); }
+std::string rxResultNameOf(int r) { return rxResultName(static_cast<RxResult>(r)); }
+
+// Hash of `len` staged bytes: 16 hex chars. floatDigits > 0: canonical mode ("" if not JSON).
+std::string hashStaged(uint32_t len, int floatDigits) {
+  Staging& s = staging();
+  if (len > s.bytes.size()) return "";
+  uint64_t h;
+  if (floatDigits > 0) {
+    if (!canonicalHash(reinterpret_cast<const char*>(s.bytes.data()), len, floatDigits, h)) return "";
+  } else {
+    h = hashBytes(s.bytes.data(), len);
+  }
+  char hex[17];
+  digestToHex(h, hex);
+  return std::string(hex, 16);
+}
+
+// ---- the engine handle
+class Engine {
+ public:
+  Engine() = default;
+  // Returns "" or an error naming the config key.
+  std::string init(const std::string& configJson) {
+    std::string err;
+    e_ = SyncEngine::create(configJson.data(), configJson.size(), err);
+    return err;
+  }
+  bool ok() const { return e_ != nullptr; }
+
+  int advance(double nowMs, int localAction, double bufferedAmount) {
+    return static_cast<int>(e_->advance(nowMs, static_cast<uint8_t>(localAction), bufferedAmount));
+  }
+  int receive(uint32_t len, int fromPeer, int via, double nowMs) {
+    if (len > e_->rxCapacity()) return static_cast<int>(e_->receive(nullptr, len, fromPeer, via ? Path::Relay : Path::P2P, nowMs));
+    return static_cast<int>(e_->receive(e_->rxBuffer(), len, fromPeer, via ? Path::Relay : Path::P2P, nowMs));
+  }
+  int receiveRelayInput(int player, double frame, int action, double nowMs, int fromPeer) {
+    if (!(frame >= 0 && frame <= 4294967295.0)) return static_cast<int>(RxResult::BadValue);
+    return static_cast<int>(e_->receiveRelayInput(player, static_cast<uint32_t>(frame), action, nowMs, fromPeer));
+  }
+  int receiveRelayJson(int event, const std::string& text, int fromPeer, double nowMs) {
+    return static_cast<int>(e_->receiveRelayJson(static_cast<RelayEvent>(event), text.data(), text.size(), fromPeer, nowMs));
+  }
+  // The snapshot bytes are in the staging buffer (stagingPtr()).
+  bool saveSnapshot(double frame, uint32_t len) {
+    if (!(frame >= 0 && frame <= 4294967295.0) || len > staging().bytes.size()) return false;
+    return e_->saveSnapshot(static_cast<uint32_t>(frame), staging().bytes.data(), len);
+  }
+  // Address of the snapshot of `frame` (0 if none); its length goes to snapshotLength().
+  uintptr_t snapshotPtr(double frame) {
+    snapLen_ = 0;
+    if (!(frame >= 0 && frame <= 4294967295.0)) return 0;
+    const SnapshotStore::Entry* en = e_->snapshot(static_cast<uint32_t>(frame));
+    if (!en) return 0;
+    snapLen_ = en->length;
+    return reinterpret_cast<uintptr_t>(e_->snapshotBytes(*en));
+  }
+  uint32_t snapshotLength() const { return snapLen_; }
+  std::string hashState(uint32_t len) {
+    if (len > staging().bytes.size()) return "";
+    char hex[17];
+    digestToHex(e_->hashState(staging().bytes.data(), len), hex);
+    return std::string(hex, 16);
+  }
+
+  void onChannelOpen(int peer, double nowMs) { e_->onChannelOpen(peer, nowMs); }
+  void onChannelClosed(int peer, double nowMs) { e_->onChannelClosed(peer, nowMs); }
+  void onConnectionFailed(int peer, double nowMs) { e_->onConnectionFailed(peer, nowMs); }
+  bool setConnectionType(const std::string& t) { return e_->setConnectionType(t); }
+  void endEpisode(double frame, double nowMs) {
+    if (frame >= 0 && frame <= 4294967295.0) e_->endEpisode(static_cast<uint32_t>(frame), nowMs);
+  }
+  std::string resetEpisode(int inputDelay) { return e_->resetEpisode(inputDelay); }
+
+  // Writes the executed actions of frames [from, to] into staging; returns the frame count.
+  uint32_t actionLog(double from, double to, bool confirmedOnly) {
+    if (!(from >= 0 && to >= from && to <= 4294967295.0)) return 0;
+    size_t n = e_->actionLog(static_cast<uint32_t>(from), static_cast<uint32_t>(to), log_, confirmedOnly);
+    Staging& s = staging();
+    if (s.bytes.size() < log_.size()) s.bytes.resize(log_.size());
+    std::memcpy(s.bytes.data(), log_.data(), log_.size());
+    return static_cast<uint32_t>(n);
+  }
+
+  std::string p2pMetrics() const { return e_->p2pMetrics().dump(); }
+  std::string exportSessionMetrics() const { return e_->exportSessionMetrics().dump(); }
+  std::string episodeSummary(const std::string& rewardsJson) const { return e_->episodeSummary(rewardsJson); }
+  double memoryBytes() const { return static_cast<double>(e_->memoryBytes()); }
+
+  // Memory regions (stable for the engine's lifetime).
+  uintptr_t planPtr() { return reinterpret_cast<uintptr_t>(e_->planBase()); }
+  uint32_t curActionsOffset() const { return static_cast<uint32_t>(e_->curActionsOffset()); }
+  uint32_t replayActionsOffset() const { return static_cast<uint32_t>(e_->replayActionsOffset()); }
+  uint32_t resnapOffset() const { return static_cast<uint32_t>(e_->resnapOffset()); }
+  uint32_t botInputOffset() const { return static_cast<uint32_t>(e_->botInputOffset()); }
+  uintptr_t outPtr() const { return reinterpret_cast<uintptr_t>(e_->outbox().data()); }
+  uintptr_t replyPtr() const { return reinterpret_cast<uintptr_t>(e_->replies().data()); }
+  uintptr_t rxPtr() { return reinterpret_cast<uintptr_t>(e_->rxBuffer()); }
+  uint32_t rxCapacity() const { return static_cast<uint32_t>(e_->rxCapacity()); }
+  int numActors() const { return e_->numActors(); }
+  double frame() const { return e_->frame(); }
+
+ private:
+  std::unique_ptr<SyncEngine> e_;
+  uint32_t snapLen_ = 0;
+  std::vector<uint8_t> log_;
+};
+
+}  // namespace
+
+EMSCRIPTEN_BINDINGS(p2psync) {
+  function("stagingPtr", &stagingPtr);
+  function("stagingCapacity", &stagingCapacity);
+  function("stagingReserve", &stagingReserve);
+  function("messagePtr", &messagePtr);
+  function("encodeStaged", &encodeStaged);
+  function("decodeStaged", &decodeStaged);
+  function("lastError", &lastError);
+  function("decodeErrorName", &decodeErrorNameOf);
+  function("rxResultName", &rxResultNameOf);
+  function("hashStaged", &hashStaged);
+
+  class_<Engine>("Engine")
+      .constructor<>()
+      .function("init", &Engine::init)
+      .function("ok", &Engine::ok)
+      .function("advance", &Engine::advance)
+      .function("receive", &Engine::receive)
+      .function("receiveRelayInput", &Engine::receiveRelayInput)
+      .function("receiveRelayJson", &Engine::receiveRelayJson)
+      .function("saveSnapshot", &Engine::saveSnapshot)
+      .function("snapshotPtr", &Engine::snapshotPtr)
+      .function("snapshotLength", &Engine::snapshotLength)
+      .function("hashState", &Engine::hashState)
+      .function("onChannelOpen", &Engine::onChannelOpen)
+      .function("onChannelClosed", &Engine::onChannelClosed)
+      .function("onConnectionFailed", &Engine::onConnectionFailed)
+      .function("setConnectionType", &Engine::setConnectionType)
+      .function("endEpisode", &Engine::endEpisode)
+      .function("resetEpisode", &Engine::resetEpisode)
+      .function("actionLog", &Engine::actionLog)
+      .function("p2pMetrics", &Engine::p2pMetrics)
+      .function("exportSessionMetrics", &Engine::exportSessionMetrics)
+      .function("episodeSummary", &Engine::episodeSummary)
+      .function("memoryBytes", &Engine::memoryBytes)
+      .function("planPtr", &Engine::planPtr)
+      .function("curActionsOffset", &Engine::curActionsOffset)
+      .function("replayActionsOffset", &Engine::replayActionsOffset)
+      .function("resnapOffset", &Engine::resnapOffset)
+      .function("botInputOffset", &Engine::botInputOffset)
+      .function("outPtr", &Engine::outPtr)
+      .function("replyPtr", &Engine::replyPtr)
+      .function("rxPtr", &Engine::rxPtr)
+      .function("rxCapacity", &Engine::rxCapacity)
+      .function("numActors", &Engine::numActors)
+      .function("frame", &Engine::frame);
+}

@@ -1,0 +1,240 @@
+#include "config.hpp"
+
+#include <cmath>
+
+namespace p2psync {
+
+using nlohmann::json;
+
+int EngineConfig::predictionLimit() const {
+  // The ring must hold every unconfirmed frame plus the local input delay and some slack for
+  // remote peers that run ahead; half the ring keeps the window unambiguous.
+  int cap = bufferFrames / 2 - inputDelay - 2;
+  if (syncTestDistance > 0) return cap;
+  return maxPredictionFrames > 0 && maxPredictionFrames < cap ? maxPredictionFrames : cap;
+}
+
+namespace {
+
+struct Reader {
+  const json& obj;
+  std::string err;
+
+  bool has(const char* k) const { return obj.contains(k) && !obj[k].is_null(); }
+
+  void fail(const std::string& key, const std::string& why) {
+    if (err.empty()) err = "config." + key + ": " + why;
+  }
+  void integer(const char* key, int& out, long lo, long hi) {
+    if (!has(key)) return;
+    const json& v = obj[key];
+    if (!v.is_number_integer() && !(v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())) {
+      fail(key, "must be an integer");
+      return;
+    }
+    double d = v.get<double>();
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+      fail(key, "must be in " + std::to_string(lo) + ".." + std::to_string(hi));
+      return;
+    }
+    out = static_cast<int>(d);
+  }
+  void number(const char* key, double& out, double lo, double hi) {
+    if (!has(key)) return;
+    const json& v = obj[key];
+    if (!v.is_number()) { fail(key, "must be a number"); return; }
+    double d = v.get<double>();
+    if (!std::isfinite(d) || d < lo || d > hi) { fail(key, "out of range"); return; }
+    out = d;
+  }
+  void boolean(const char* key, bool& out) {
+    if (!has(key)) return;
+    if (!obj[key].is_boolean()) { fail(key, "must be a boolean"); return; }
+    out = obj[key].get<bool>();
+  }
+};
+
+bool allowedKeys(const json& o, std::initializer_list<const char*> keys, const std::string& prefix, std::string& err) {
+  for (auto it = o.begin(); it != o.end(); ++it) {
+    bool ok = false;
+    for (const char* k : keys) if (it.key() == k) { ok = true; break; }
+    if (!ok) {
+      err = "config." + prefix + it.key() + ": unknown key";
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
+  json j = json::parse(text, text + len, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return "config: must be an object";
+  std::string err;
+  if (!allowedKeys(j, {"numPlayers", "localPlayerIndex", "numBots", "inputDelay", "predictionMethod",
+                       "defaultAction", "snapshotInterval", "maxPredictionFrames", "redundancy", "sendPolicy",
+                       "congestionBytes", "timeSync", "syncTest", "bufferFrames", "snapshotSlots", "snapshotBytes",
+                       "hashInterval", "hashHistory", "canonicalize", "pingIntervalMs", "interruptMs",
+                       "disconnectMs", "fallbackRecovery", "gameId", "playerIds", "maxEvents",
+                       "maxPacketsPerPeerPerFrame"},
+                   "", err))
+    return err;
+  Reader r{j, ""};
+  r.integer("numPlayers", c.numPlayers, 2, kMaxPlayers);
+  if (!r.has("localPlayerIndex")) r.fail("localPlayerIndex", "is required");
+  r.integer("localPlayerIndex", c.localPlayerIndex, 0, kMaxPlayers - 1);
+  if (r.err.empty() && c.localPlayerIndex >= c.numPlayers) r.fail("localPlayerIndex", "must be < numPlayers");
+  r.integer("numBots", c.numBots, 0, kMaxBots);
+  r.integer("inputDelay", c.inputDelay, 0, 30);
+  if (r.has("predictionMethod")) {
+    const json& v = j["predictionMethod"];
+    if (v == "previous_submitted_action") c.predictionMethod = PredictionMethod::PreviousSubmitted;
+    else if (v == "default_action") c.predictionMethod = PredictionMethod::DefaultAction;
+    else r.fail("predictionMethod", "must be \"previous_submitted_action\" or \"default_action\"");
+  }
+  int da = c.defaultAction;
+  r.integer("defaultAction", da, 0, 255);
+  c.defaultAction = static_cast<uint8_t>(da);
+  r.integer("snapshotInterval", c.snapshotInterval, 1, 600);
+  r.integer("maxPredictionFrames", c.maxPredictionFrames, 0, 100000);
+  r.integer("redundancy", c.redundancy, 1, 15);
+  if (r.has("sendPolicy")) {
+    const json& v = j["sendPolicy"];
+    if (v == "dual") c.sendPolicy = SendPolicy::Dual;
+    else if (v == "p2p-first") c.sendPolicy = SendPolicy::P2PFirst;
+    else r.fail("sendPolicy", "must be \"dual\" or \"p2p-first\"");
+  }
+  r.number("congestionBytes", c.congestionBytes, 0, 1e12);
+  if (r.has("timeSync")) {
+    const json& v = j["timeSync"];
+    if (v.is_boolean()) {
+      c.timeSync = v.get<bool>();
+    } else if (v.is_object()) {
+      if (!allowedKeys(v, {"enabled", "window", "threshold", "minSpacing"}, "timeSync.", err)) return err;
+      Reader t{v, ""};
+      t.boolean("enabled", c.timeSync);
+      if (!t.has("enabled")) c.timeSync = true;
+      t.integer("window", c.timeSyncWindow, 1, 1024);
+      t.number("threshold", c.timeSyncThreshold, 0.1, 1000);
+      t.integer("minSpacing", c.timeSyncMinSpacing, 1, 1000);
+      if (!t.err.empty()) return "config.timeSync." + t.err.substr(7);
+    } else {
+      r.fail("timeSync", "must be a boolean or {enabled, window, threshold, minSpacing}");
+    }
+  }
+  if (r.has("syncTest")) {
+    const json& v = j["syncTest"];
+    if (!v.is_object()) {
+      r.fail("syncTest", "must be {checkDistance: k}");
+    } else {
+      if (!allowedKeys(v, {"checkDistance"}, "syncTest.", err)) return err;
+      Reader t{v, ""};
+      if (!t.has("checkDistance")) return "config.syncTest.checkDistance: is required";
+      t.integer("checkDistance", c.syncTestDistance, 1, 60);
+      if (!t.err.empty()) return "config.syncTest." + t.err.substr(7);
+    }
+  }
+  r.integer("bufferFrames", c.bufferFrames, 64, 4096);
+  if (r.err.empty() && (c.bufferFrames & (c.bufferFrames - 1)) != 0) r.fail("bufferFrames", "must be a power of two");
+  r.integer("snapshotSlots", c.snapshotSlots, 4, 1024);
+  double sb = static_cast<double>(c.snapshotBytes);
+  r.number("snapshotBytes", sb, 4096, 256.0 * 1024 * 1024);
+  c.snapshotBytes = static_cast<size_t>(sb);
+  r.integer("hashInterval", c.hashInterval, 1, 6000);
+  r.integer("hashHistory", c.hashHistory, 8, 4096);
+  if (r.has("canonicalize")) {
+    const json& v = j["canonicalize"];
+    if (!v.is_object()) {
+      r.fail("canonicalize", "must be {floatDigits: d}");
+    } else {
+      if (!allowedKeys(v, {"floatDigits"}, "canonicalize.", err)) return err;
+      Reader t{v, ""};
+      if (!t.has("floatDigits")) return "config.canonicalize.floatDigits: is required";
+      t.integer("floatDigits", c.canonicalizeDigits, 1, 17);
+      if (!t.err.empty()) return "config.canonicalize." + t.err.substr(7);
+    }
+  }
+  r.number("pingIntervalMs", c.pingIntervalMs, 10, 600000);
+  r.number("interruptMs", c.interruptMs, 10, 3600000);
+  r.number("disconnectMs", c.disconnectMs, 10, 3600000);
+  if (r.has("fallbackRecovery")) {
+    const json& v = j["fallbackRecovery"];
+    if (v.is_boolean()) {
+      c.fallbackRecovery = v.get<bool>();
+    } else if (v.is_object()) {
+      if (!allowedKeys(v, {"healthyForMs", "latencyBelowMs"}, "fallbackRecovery.", err)) return err;
+      Reader t{v, ""};
+      c.fallbackRecovery = true;
+      t.number("healthyForMs", c.recoveryHealthyForMs, 0, 3600000);
+      t.number("latencyBelowMs", c.recoveryLatencyBelowMs, 1, 100000);
+      if (!t.err.empty()) return "config.fallbackRecovery." + t.err.substr(7);
+    } else {
+      r.fail("fallbackRecovery", "must be {healthyForMs, latencyBelowMs}");
+    }
+  }
+  if (r.has("gameId")) {
+    if (!j["gameId"].is_string() || j["gameId"].get_ref<const std::string&>().size() > 128)
+      r.fail("gameId", "must be a string of at most 128 characters");
+    else
+      c.gameId = j["gameId"].get<std::string>();
+  }
+  if (r.has("playerIds")) {
+    const json& v = j["playerIds"];
+    if (!v.is_array() || static_cast<int>(v.size()) != c.numPlayers) {
+      r.fail("playerIds", "must be an array of numPlayers ids");
+    } else {
+      c.playerIds.clear();
+      for (const auto& id : v) {
+        if (!(id.is_number_integer() || (id.is_string() && id.get_ref<const std::string&>().size() <= 128))) {
+          r.fail("playerIds", "ids must be integers or strings of at most 128 characters");
+          break;
+        }
+        c.playerIds.push_back(id);
+      }
+    }
+  }
+  r.integer("maxEvents", c.maxEvents, 8, 65536);
+  r.integer("maxPacketsPerPeerPerFrame", c.maxPacketsPerPeerPerFrame, 4, 100000);
+  if (!r.err.empty()) return r.err;
+  if (c.playerIds.empty())
+    for (int i = 0; i < c.numPlayers; ++i) c.playerIds.push_back(i);
+  if (c.inputDelay + 16 > c.bufferFrames / 2) return "config.inputDelay: too large for bufferFrames";
+  if (c.syncTestDistance > 0 && c.syncTestDistance + 2 > c.snapshotSlots) return "config.syncTest.checkDistance: needs more snapshotSlots";
+  return "";
+}
+
+nlohmann::json EngineConfig::toJson() const {
+  json j = {
+      {"numPlayers", numPlayers},
+      {"localPlayerIndex", localPlayerIndex},
+      {"numBots", numBots},
+      {"inputDelay", inputDelay},
+      {"predictionMethod", predictionMethod == PredictionMethod::PreviousSubmitted ? "previous_submitted_action" : "default_action"},
+      {"defaultAction", defaultAction},
+      {"snapshotInterval", snapshotInterval},
+      {"maxPredictionFrames", maxPredictionFrames},
+      {"redundancy", redundancy},
+      {"sendPolicy", sendPolicy == SendPolicy::Dual ? "dual" : "p2p-first"},
+      {"congestionBytes", congestionBytes},
+      {"timeSync", {{"enabled", timeSync}, {"window", timeSyncWindow}, {"threshold", timeSyncThreshold}, {"minSpacing", timeSyncMinSpacing}}},
+      {"syncTest", syncTestDistance > 0 ? json{{"checkDistance", syncTestDistance}} : json(nullptr)},
+      {"bufferFrames", bufferFrames},
+      {"snapshotSlots", snapshotSlots},
+      {"snapshotBytes", snapshotBytes},
+      {"hashInterval", effectiveHashInterval()},
+      {"hashHistory", hashHistory},
+      {"canonicalize", canonicalizeDigits > 0 ? json{{"floatDigits", canonicalizeDigits}} : json(nullptr)},
+      {"pingIntervalMs", pingIntervalMs},
+      {"interruptMs", interruptMs},
+      {"disconnectMs", disconnectMs},
+      {"fallbackRecovery", fallbackRecovery ? json{{"healthyForMs", recoveryHealthyForMs}, {"latencyBelowMs", recoveryLatencyBelowMs}} : json(nullptr)},
+      {"gameId", gameId},
+      {"playerIds", playerIds},
+      {"maxEvents", maxEvents},
+      {"maxPacketsPerPeerPerFrame", maxPacketsPerPeerPerFrame},
+  };
+  return j;
+}
+
+}  // namespace p2psync

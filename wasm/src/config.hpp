@@ -1,0 +1,67 @@
+// Engine configuration, read from the plain JS object (as JSON text) with nlohmann_json.
+// An unknown key or a bad value is an error naming the key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace p2psync {
+
+enum class PredictionMethod : uint8_t { PreviousSubmitted = 0, DefaultAction = 1 };
+enum class SendPolicy : uint8_t { Dual = 0, P2PFirst = 1 };
+
+constexpr int kMaxPlayers = 4;
+constexpr int kMaxBots = 8;
+constexpr int kMaxActors = kMaxPlayers + kMaxBots;
+
+struct EngineConfig {
+  int numPlayers = 2;
+  int localPlayerIndex = -1;  // required
+  int numBots = 0;
+  int inputDelay = 2;
+  PredictionMethod predictionMethod = PredictionMethod::PreviousSubmitted;
+  uint8_t defaultAction = 0;
+  int snapshotInterval = 5;
+  // How far the local frame may run past the newest frame confirmed for all players.
+  // 30 frames = 1 s at 30 fps: covers the `bad` profile (300 ms RTT + jitter + delay) without
+  // stalling, and bounds the replay a late input can cost (and the snapshots kept). 0 = only the
+  // buffer capacity limits it (the reference's behaviour).
+  int maxPredictionFrames = 30;
+  int redundancy = 10;
+  SendPolicy sendPolicy = SendPolicy::P2PFirst;
+  double congestionBytes = 16384;
+  bool timeSync = true;
+  int timeSyncWindow = 16;          // frames of frame-advantage samples averaged
+  double timeSyncThreshold = 1.5;   // average advantage (frames) above which WAIT is recommended
+  int timeSyncMinSpacing = 3;       // at most one WAIT every N frames
+  int syncTestDistance = 0;         // > 0: sync-test mode
+  int bufferFrames = 256;           // per-player input ring (power of two)
+  int snapshotSlots = 64;
+  size_t snapshotBytes = 4u << 20;
+  int hashInterval = 0;             // 0 = snapshotInterval
+  int hashHistory = 120;
+  int canonicalizeDigits = 0;       // 0 = off
+  double pingIntervalMs = 500;
+  double interruptMs = 750;
+  double disconnectMs = 5000;
+  bool fallbackRecovery = false;
+  double recoveryHealthyForMs = 5000;
+  double recoveryLatencyBelowMs = 100;
+  std::string gameId = "p2psync";
+  std::vector<nlohmann::json> playerIds;  // per player; default: the index
+  int maxEvents = 256;
+  int maxPacketsPerPeerPerFrame = 64;  // receive budget per peer between two advances (flood guard)
+
+  int numActors() const { return numPlayers + numBots; }
+  int effectiveHashInterval() const { return hashInterval > 0 ? hashInterval : snapshotInterval; }
+  // Frames the engine may run ahead of the confirmed frame before it stalls.
+  int predictionLimit() const;
+  nlohmann::json toJson() const;
+};
+
+// Parses `text` (a JSON object) into `out`. Returns "" on success, else "config.<key>: <why>".
+std::string parseConfig(const char* text, size_t len, EngineConfig& out);
+
+}  // namespace p2psync

@@ -1,0 +1,65 @@
+// One player's inputs: a ring of `capacity` frames (power of two), sized from config.
+// Tracks which frames are known (confirmed), the contiguous known prefix, and for each input
+// which path delivered it first and when (for the first-delivery metric).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "config.hpp"
+#include "outbox.hpp"
+
+namespace p2psync {
+
+class InputBuffer {
+ public:
+  enum class Insert : uint8_t { New, Duplicate, Conflict, OutOfWindow };
+
+  struct Slot {
+    uint32_t frame = 0;
+    uint8_t action = 0;
+    uint8_t known = 0;
+    uint8_t firstPath = 0;
+    uint8_t paths = 0;  // bit per Path that delivered it
+    double firstMs = 0;
+  };
+
+  explicit InputBuffer(int capacity = 256);
+
+  // Forgets everything; frames < `start` count as known (the episode starts at `start`).
+  void reset(uint32_t start);
+
+  // Stores `action` for `frame`. `windowLo` is the oldest frame the engine still needs; frames
+  // in [windowLo, windowLo + capacity) are storable. A frame that is already known is a
+  // Duplicate (same action) or a Conflict (different action) as long as it is still held,
+  // whatever the window. When a duplicate comes by a new path, `otherPathLagMs` is set to the
+  // delay behind the first delivery (else it is left < 0).
+  Insert insert(uint32_t frame, uint8_t action, Path path, double nowMs, uint32_t windowLo, double& otherPathLagMs);
+
+  bool get(uint32_t frame, uint8_t& action) const {
+    const Slot& s = slots_[frame & mask_];
+    if (s.known && s.frame == frame) { action = s.action; return true; }
+    return false;
+  }
+  bool known(uint32_t frame) const {
+    const Slot& s = slots_[frame & mask_];
+    return s.known && s.frame == frame;
+  }
+  // Highest frame F such that every frame < F+1 is known; start-1 when none (as int64).
+  int64_t knownUpTo() const { return knownUpTo_; }
+  int64_t newestKnown() const { return newest_; }
+
+  // The action to use for an unknown `frame`.
+  uint8_t predict(uint32_t frame, PredictionMethod m, uint8_t defaultAction) const;
+
+  int capacity() const { return static_cast<int>(slots_.size()); }
+
+ private:
+  std::vector<Slot> slots_;
+  uint32_t mask_;
+  int64_t knownUpTo_ = -1;
+  int64_t newest_ = -1;
+  uint8_t knownUpToAction_ = 0;
+  bool haveAction_ = false;
+};
+
+}  // namespace p2psync

@@ -1,0 +1,85 @@
+// The P2P wire codec: byte-compatible with the reference client's binary protocol.
+// Big-endian for every multi-byte field; byte 0 is the message type.
+// Encoding writes into a caller-provided buffer; decoding fills a plain struct.
+// Neither allocates.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace p2psync {
+
+enum class MsgType : uint8_t {
+  Input = 0x01,
+  Ping = 0x02,
+  Pong = 0x03,
+  Keepalive = 0x04,
+  EpisodeEnd = 0x05,
+  EpisodeReady = 0x06,
+  StateHash = 0x07,
+  InputRequest = 0x12,
+  InputResponse = 0x13,
+  FocusState = 0x14,
+};
+
+// Named decode results. Values are stable: JS sees their names.
+enum class DecodeError : uint8_t {
+  Ok = 0,
+  Empty,
+  UnknownType,
+  Truncated,
+  TrailingBytes,
+  BadCount,
+  BadFlags,
+  NonMonotonicFrames,
+  FrameAfterHeader,
+  BadTimestamp,
+  BadRange,
+  BadValue,
+};
+const char* decodeErrorName(DecodeError e);
+
+constexpr int kMaxInputsPerPacket = 15;     // INPUT count n: 1..15
+constexpr int kMaxResponseInputs = 256;     // INPUT_RESPONSE n: 1..256
+constexpr int kMaxRequestFrames = 256;      // INPUT_REQUEST covers at most 256 frames
+constexpr size_t kMaxPacketBytes = 5 + 5 * kMaxResponseInputs;  // largest message (INPUT_RESPONSE)
+
+struct FrameAction {
+  uint32_t frame;
+  uint8_t action;
+};
+
+// One decoded message. Only the fields of `type` are meaningful.
+struct Message {
+  MsgType type = MsgType::Keepalive;
+  uint16_t playerIndex = 0;   // INPUT, INPUT_RESPONSE
+  uint32_t frame = 0;         // INPUT (header frame), EPISODE_END, STATE_HASH, FOCUS_STATE
+  uint32_t episode = 0;       // EPISODE_END, EPISODE_READY
+  uint64_t digest = 0;        // EPISODE_READY, STATE_HASH (the 8 big-endian bytes as a u64)
+  double timestamp = 0;       // PING, PONG
+  uint32_t start = 0, end = 0;  // INPUT_REQUEST (inclusive)
+  uint8_t flags = 0;          // INPUT (must be 0)
+  uint8_t focused = 0;        // FOCUS_STATE
+  uint16_t count = 0;         // number of valid entries in `inputs`
+  FrameAction inputs[kMaxResponseInputs];  // INPUT (<=15) or INPUT_RESPONSE (<=256), oldest first
+};
+
+// Decodes `len` bytes into `out`. Never throws; on error `out` is unspecified.
+DecodeError decode(const uint8_t* data, size_t len, Message& out);
+
+// Size in bytes that `m` encodes to, or 0 if `m` cannot be encoded (see validateForEncode).
+size_t encodedSize(const Message& m);
+
+// Checks that `m` can be encoded. Returns nullptr when it can, else the name of the first
+// offending field ("inputs", "inputs.frame", "count", "flags", "timestamp", "start", "end",
+// "focused", "type", ...).
+const char* validateForEncode(const Message& m);
+
+// Encodes `m` into `out` (capacity `cap`). Returns the number of bytes written, or 0 if `m`
+// is invalid or `cap` is too small. Never writes a partial message.
+size_t encode(const Message& m, uint8_t* out, size_t cap);
+
+// Digest helpers: 16 lowercase hex chars <-> u64.
+void digestToHex(uint64_t d, char out[17]);
+bool hexToDigest(const char* s, size_t len, uint64_t& out);
+
+}  // namespace p2psync
