@@ -185,6 +185,7 @@ export async function runSession(options = {}) {
     o, lib, netsim, dt, now: 0, peers: [], hashInterval,
     dump: o.dumpTraffic ? await createTrafficDump(o.dumpTraffic, o.dumpLimit, lib) : null,
     p2pCut: false,
+    faults: [],
   };
 
   // ---- peers
@@ -205,7 +206,7 @@ export async function runSession(options = {}) {
         log: new ByteLog(), loggedUpTo: -1, logGap: null,
         rollbackDepths: [], replayedFrames: 0,
         desyncs: [], fallbacks: [], nondeterminism: [], otherEvents: {}, errors: [],
-        rx: {}, hashBroadcasts: 0,
+        rx: {}, hashBroadcasts: 0, desyncLogged: new Set(),
       };
       engine.onOutgoing = (m) => sendOut(peer, m, netsim.now);
       ctx.peers.push(peer);
@@ -231,12 +232,14 @@ export async function runSession(options = {}) {
       if (!cutDone && o.cutP2PAt != null && minRun >= o.cutP2PAt) {
         cutDone = true;
         ctx.p2pCut = true;
+        recordFault(ctx, 'cut-p2p', o.cutP2PAt);
         netsim.cutP2P(); // onChannelChange -> onChannelClosed on both sides of every pair
         o.onLog(`[Sim] P2P cut at t=${netsim.now.toFixed(0)}ms (every peer has executed >= ${o.cutP2PAt} frames)`);
       }
       if (!restoreDone && o.restoreP2PAt != null && cutDone && minRun >= o.restoreP2PAt) {
         restoreDone = true;
         ctx.p2pCut = false;
+        recordFault(ctx, 'restore-p2p', o.restoreP2PAt);
         netsim.restoreP2P();
         o.onLog(`[Sim] P2P restored at t=${netsim.now.toFixed(0)}ms`);
       }
@@ -250,6 +253,7 @@ export async function runSession(options = {}) {
       if (o.stallPeer && !peer.stallDone && peer.index === o.stallPeer.peer && peer.framesRun >= o.stallPeer.atFrame) {
         peer.stallDone = true;
         peer.nextAt = t + o.stallPeer.ms;
+        recordFault(ctx, 'stall-peer', o.stallPeer.atFrame, { peer: peer.index, ms: o.stallPeer.ms, virtualMs: t });
         o.onLog(`[Sim] Player ${peer.index} stalls for ${o.stallPeer.ms}ms at frame ${peer.framesRun} (t=${t.toFixed(0)}ms)`);
         continue;
       }
@@ -271,6 +275,15 @@ export async function runSession(options = {}) {
       try { e.destroy && e.destroy(); } catch { /* ignore */ }
     }
   }
+}
+
+/** Remembers a fault with every peer's frame counters and p2pMetrics at that moment. */
+function recordFault(ctx, type, atFrame, extra = {}) {
+  ctx.faults.push({
+    type, atFrame, virtualMs: ctx.netsim.now, ...extra,
+    framesRun: ctx.peers.map((p) => p.framesRun),
+    p2p: ctx.peers.map((p) => p.engine.p2pMetrics),
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -447,12 +460,18 @@ function handleEvent(peer, ev, now) {
       peer.fallbacks.push({ peer: i, remotePeer: ev.peer, frame: ev.frame, reason: ev.reason, timeMs: ev.timeMs ?? now });
       o.onLog(`[P2P Fallback] Player ${i}: P2P to player ${ev.peer} unusable (${ev.reason}) at frame ${ev.frame}, inputs go through the Socket.IO relay`, ev);
       break;
-    case 'desync':
-      peer.desyncs.push({ peer: i, ...ev });
-      o.onLog(`[P2P Desync] Player ${i}: state hash mismatch with player ${ev.peer} at frame ${ev.frame}`, ev);
+    case 'desync': {
+      // the event's `peer` is the remote peer: keep it as remotePeer, `peer` = the reporting peer
+      peer.desyncs.push({ ...ev, peer: i, remotePeer: ev.peer });
+      // log the first desync per remote peer; later ones are only counted (see result.desyncEvents)
+      if (!peer.desyncLogged.has(ev.peer)) {
+        peer.desyncLogged.add(ev.peer);
+        o.onLog(`[P2P Desync] Player ${i}: state hash mismatch with player ${ev.peer} at frame ${ev.frame} (further desyncs with player ${ev.peer} are counted, not logged)`, ev);
+      }
       break;
+    }
     case 'nondeterminism':
-      peer.nondeterminism.push({ peer: i, ...ev });
+      peer.nondeterminism.push({ ...ev, peer: i });
       o.onLog(`[SyncTest] Player ${i}: nondeterminism detected at frame ${ev.frame} (detected at frame ${ev.detectedAtFrame}, checkDistance ${ev.checkDistance})`, ev);
       break;
     case 'rollback':
@@ -599,6 +618,7 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
     p2p,
     fallback: fallback.map(({ peer, remotePeer, frame, reason }) => ({ peer, remotePeer, frame, reason })),
     nondeterminism,
+    faults: ctx.faults,
     errors,
     episodeSummaries,
     rewards,
