@@ -164,7 +164,11 @@ async function main() {
     },
     onProgress: (p) => {
       const pct = Math.floor((100 * p.frame) / p.frames);
-      if (!tty && !p.done && pct % 25 !== 0) return;
+      if (!tty && !p.done) { // not a terminal: one line per quarter
+        const q = Math.floor(pct / 25);
+        if (q <= lastQuarter) return;
+        lastQuarter = q;
+      }
       const line = `[demo] frame ${p.frame}/${p.frames} (${pct}%)  virtual ${(p.virtualMs / 1000).toFixed(1)}s  wall ${(p.wallMs / 1000).toFixed(1)}s`;
       if (tty) process.stderr.write(`\r${line}\x1b[K`);
       else if (!p.done) process.stderr.write(`${line}\n`);
@@ -172,6 +176,7 @@ async function main() {
     },
   };
   let progressShown = false;
+  let lastQuarter = -1;
   function clearProgress() {
     if (progressShown) { process.stderr.write('\r\x1b[K'); progressShown = false; }
   }

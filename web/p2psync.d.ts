@@ -6,9 +6,9 @@ export type DecodeErrorCode =
 
 /** Result of SyncEngine.receive*: 'OK' or a named rejection. */
 export type ReceiveResult =
-  | 'OK' | 'DUPLICATE' | DecodeErrorCode
-  | 'SPOOFED_PLAYER' | 'UNKNOWN_PLAYER' | 'UNKNOWN_PEER' | 'OUT_OF_WINDOW' | 'CONFLICT'
-  | 'UNSOLICITED_PONG' | 'STALE_EPISODE' | 'HASH_UNVERIFIABLE' | 'FLOOD' | 'BAD_RELAY_JSON';
+  | 'OK' | 'DUPLICATE' | DecodeErrorCode | 'OVERSIZED'
+  | 'SPOOFED_PLAYER' | 'UNKNOWN_PLAYER' | 'OUT_OF_WINDOW' | 'CONFLICT'
+  | 'UNSOLICITED_PONG' | 'STALE_EPISODE' | 'UNVERIFIABLE' | 'FLOOD' | 'BAD_RELAY_JSON';
 
 export interface FrameAction { frame: number; action: number }
 

@@ -139,6 +139,7 @@ struct Net {
   double now = 0;
   double latency = 30;
   std::function<bool(int, int, const Rec&, uint64_t)> drop = [](int, int, const Rec&, uint64_t) { return false; };
+  std::function<double()> jitter;  // extra per-message delay (reordering), optional
   uint64_t seq[4][4] = {};
   uint64_t messages = 0;  // records put on the wire (after fan-out, before drops)
   std::vector<RxResult> results;
@@ -160,7 +161,7 @@ struct Net {
         ++messages;
         const uint64_t s = seq[n.idx][dst->idx]++;
         if (drop(n.idx, dst->idx, r, s)) continue;
-        inflight.push_back({now + latency, n.idx, dst->idx, r});
+        inflight.push_back({now + latency + (jitter ? jitter() : 0.0), n.idx, dst->idx, r});
       }
     }
   }
@@ -476,7 +477,7 @@ TEST_CASE("remote hash validation: too old, future, not a hash frame, duplicates
   CHECK(a.unverifiableCount() == 2);
   CHECK(a.onRemoteHash(1, 25, 25, nullptr, 40, kWindow, 0) == RxResult::Ok);
   CHECK(a.onRemoteHash(1, 105, 1, nullptr, 40, kWindow, 0) == RxResult::OutOfWindow);  // > 40 + 60
-  CHECK(a.onRemoteHash(1, 100, 100, nullptr, 40, kWindow, 0) == RxResult::OutOfWindow);  // would evict pending 25+
+  CHECK(a.onRemoteHash(1, 45, 45, nullptr, 40, kWindow, 0) == RxResult::OutOfWindow);  // would evict pending 25
   CHECK(a.onRemoteHash(1, 41, 1, nullptr, 40, kWindow, 0) == RxResult::BadValue);
   CHECK(a.onRemoteHash(1, 0, 1, nullptr, 40, kWindow, 0) == RxResult::BadValue);
   CHECK(a.onRemoteHash(0, 25, 25, nullptr, 40, kWindow, 0) == RxResult::UnknownPlayer);
@@ -742,6 +743,7 @@ TEST_CASE("READY: stale episode ignored, digest mismatch -> desync at frame 0, e
   CHECK(a.onEpisodeReady(1, 3, 0xCCCC, 20) == RxResult::Duplicate);
   CHECK(a.onEpisodeReady(1, 4, 0xCCCC, 20) == RxResult::StaleEpisode);
   CHECK(a.episode() == 2);
+  drain(out);
   a.beginEpisode(3, 0xCCCC, 30);
   CHECK(a.allReady());
   a.update(-1, 0, true, 30, out, ev);
@@ -829,4 +831,70 @@ TEST_CASE("a peer that missed our END after we began the next episode still gets
   const uint64_t sent = net.messages;
   net.run(2000);
   CHECK(net.messages == sent);
+}
+
+TEST_CASE("END / READY stress: 2-4 peers, several episodes, random loss, jitter and skew", "[state_sync][episode]") {
+  for (int seed = 1; seed <= 60; ++seed) {
+    uint64_t st = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ULL;
+    auto rnd = [&st]() {
+      st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+      return static_cast<uint32_t>(st >> 33);
+    };
+    const int n = 2 + seed % 3;
+    Net net(n);
+    net.latency = 5 + rnd() % 200;
+    const uint32_t lossPct = rnd() % 60;
+    const uint32_t jitterMs = rnd() % 150;
+    net.jitter = [&rnd, jitterMs]() { return jitterMs ? static_cast<double>(rnd() % jitterMs) : 0.0; };
+    net.drop = [&rnd, lossPct](int, int, const Rec&, uint64_t) { return rnd() % 100 < lossPct; };
+    INFO("seed " << seed << " n " << n << " latency " << net.latency << " loss " << lossPct << " jitter " << jitterMs);
+    const uint32_t kEpisodes = 3;
+    // per node: next action time for the current phase
+    std::vector<uint32_t> ep(static_cast<size_t>(n), 0);
+    std::vector<int> phase(static_cast<size_t>(n), 0);  // 0 wait-begin, 1 playing, 2 ended
+    std::vector<double> at(static_cast<size_t>(n));
+    std::vector<std::vector<uint32_t>> synced(static_cast<size_t>(n));
+    for (auto& a : at) a = rnd() % 300;
+    double limit = 120000;
+    auto done = [&]() {
+      for (int i = 0; i < n; ++i)
+        if (ep[static_cast<size_t>(i)] < kEpisodes) return false;
+      return true;
+    };
+    while (!done() && net.now < limit) {
+      for (int i = 0; i < n; ++i) {
+        const size_t k = static_cast<size_t>(i);
+        Node& nd = net[i];
+        if (ep[k] >= kEpisodes || net.now < at[k]) continue;
+        if (phase[k] == 0) {
+          nd.ss.beginEpisode(ep[k], 0x5000 + ep[k], net.now);
+          phase[k] = 1;
+          at[k] = net.now;
+        } else if (phase[k] == 1 && nd.ss.allReady()) {
+          nd.ss.localEpisodeEnd(1000 * (ep[k] + 1) + static_cast<uint32_t>(i), net.now);
+          phase[k] = 2;
+          at[k] = net.now + rnd() % 400;
+        } else if (phase[k] == 2 && nd.ss.episodeEndSynced()) {
+          synced[k].push_back(nd.ss.syncedEndFrame());
+          ++ep[k];
+          phase[k] = 0;
+          at[k] = net.now + rnd() % 400;
+        }
+      }
+      net.step(16);
+    }
+    REQUIRE(done());
+    for (int i = 0; i < n; ++i) {
+      CHECK(synced[static_cast<size_t>(i)] == synced[0]);
+      CHECK(net[i].ss.desyncCount() == 0);
+    }
+    for (uint32_t e = 0; e < kEpisodes; ++e) CHECK(synced[0][e] == 1000 * (e + 1));
+    // After the last episode's END sync, stop losing messages: traffic must die out.
+    net.drop = [](int, int, const Rec&, uint64_t) { return false; };
+    net.run(3000);
+    const uint64_t settled = net.messages;
+    net.run(5000);
+    CHECK(net.messages == settled);
+    CHECK(net.inflight.empty());
+  }
 }

@@ -306,30 +306,22 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) 
   if (m.count == 0) return;
 
   const bool congested = bufferedAmount > cfg_.congestionBytes;
-  bool anyP2P = false;
   for (int p = 0; p < cfg_.numPlayers; ++p) {
     if (p == local_) continue;
     if (health_.p2pUsable(p) && !congested) {
       emitPacket(out_, Path::P2P, p, m);
       metrics_.inputSent(Path::P2P, newInput ? 1 : 0, m.count);
-      anyP2P = true;
     }
   }
-  (void)anyP2P;
   // The relay carries every new input under "dual", and under "p2p-first" whenever some peer
   // cannot be reached by P2P this frame (channel down, fallback, congestion).
   bool relayNeeded = cfg_.sendPolicy == SendPolicy::Dual;
   for (int p = 0; p < cfg_.numPlayers && !relayNeeded; ++p)
     if (p != local_ && (!health_.p2pUsable(p) || congested)) relayNeeded = true;
-  if (!relayNeeded) {
-    haveSentTarget_ = haveSentTarget_ || newInput;
-    if (newInput) lastSentTarget_ = static_cast<uint32_t>(newest);
-    return;
-  }
-  // Send, in order, every local input not yet given to the relay (a switch to the relay
-  // mid-episode first sends the recent history the P2P path may have lost).
-  int64_t from = haveSentTarget_ ? static_cast<int64_t>(relaySentUpTo_) + 1 : static_cast<int64_t>(episodeStart_);
-  from = std::max<int64_t>(from, newest - 255);
+  if (!relayNeeded) return;
+  // Give the relay, in order, every local input it has not carried yet, but at most the
+  // redundancy window: older inputs the P2P path lost are filled by INPUT_REQUEST.
+  int64_t from = std::max<int64_t>(relaySentUpTo_ + 1, newest - cfg_.redundancy + 1);
   from = std::max<int64_t>(from, episodeStart_);
   uint32_t sent = 0;
   for (int64_t f = from; f <= newest; ++f) {
@@ -341,8 +333,7 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) 
     ++sent;
   }
   if (sent) metrics_.inputSent(Path::Relay, sent, sent);
-  relaySentUpTo_ = static_cast<uint32_t>(newest);
-  haveSentTarget_ = true;
+  relaySentUpTo_ = newest;
 }
 
 void SyncEngine::requestGaps(double nowMs) {
@@ -657,7 +648,7 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   localEndFrame_ = -1;
   localEndSent_ = false;
   endEventEmitted_ = false;
-  haveSentTarget_ = false;
+  relaySentUpTo_ = -1;
   for (auto& h : lastHeader_) h = -1;
   for (InputBuffer& b : inputs_) b.reset(episodeStart_);
   for (FrameRecord& r : records_) r.valid = false;

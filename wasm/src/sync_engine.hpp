@@ -183,9 +183,7 @@ class SyncEngine {
   int64_t localEndFrame_ = -1;     // local env terminated after this frame (not yet confirmed)
   bool localEndSent_ = false;
   bool endEventEmitted_ = false;
-  uint32_t lastSentTarget_ = 0;
-  bool haveSentTarget_ = false;
-  uint32_t relaySentUpTo_ = 0;       // newest local input given to the relay
+  int64_t relaySentUpTo_ = -1;       // newest local input given to the relay
   bool started_ = false;
   double lastNowMs_ = 0;
   std::vector<double> lastRequestMs_;
