@@ -19,6 +19,7 @@
 //     --sync-test K          sync-test mode with checkDistance K
 //     --nondeterministic     the deliberately nondeterministic Python env (needs --env pyodide)
 //     --json                 print exactly one JSON object (the session result) on stdout
+//     --dump-traffic DIR     also write a bounded sample of received packets to DIR (fuzz corpus seeds)
 //     --serve                run the local server instead (node web/server.mjs; --host/--port pass through)
 //     --help
 // Exit status: 0 healthy session, 1 unhealthy, 2 bad arguments.
@@ -29,14 +30,14 @@ import path from 'node:path';
 import { PROFILES } from './netsim.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const BROADCAST_SAMPLE = 10;   // print every 10th "[P2P Sync] ... broadcast" line
+const BROADCAST_SAMPLE = 10;   // print at least every 10th "[P2P Sync] ... broadcast" line per player
 const MAX_BROADCAST_LINES = 12;
 const MAX_OTHER_LINES = 40;
 
 const USAGE = `usage: scripts/demo [--players N] [--profile lan|wifi|mobile|bad|hostile] [--frames N] [--fps N]
                    [--seed S] [--env js|pyodide] [--input-delay N] [--cut-p2p-at F] [--restore-p2p-at F]
                    [--stall-peer P:MS@F] [--corrupt-at F] [--corrupt-peer P] [--sync-test K]
-                   [--nondeterministic] [--json] | --serve [--host H] [--port P]
+                   [--nondeterministic] [--json] [--dump-traffic DIR] | --serve [--host H] [--port P]
 exit status: 0 healthy, 1 unhealthy, 2 bad arguments`;
 
 class ArgError extends Error {}
@@ -62,6 +63,7 @@ function parse(argv) {
         'cut-p2p-at': { type: 'string' }, 'restore-p2p-at': { type: 'string' }, 'stall-peer': { type: 'string' },
         'corrupt-at': { type: 'string' }, 'corrupt-peer': { type: 'string' }, 'sync-test': { type: 'string' },
         nondeterministic: { type: 'boolean' }, json: { type: 'boolean' }, serve: { type: 'boolean' },
+        'dump-traffic': { type: 'string' },
         host: { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -90,6 +92,7 @@ function parse(argv) {
     const m = /^(\d+):(\d+)@(\d+)$/.exec(values['stall-peer']);
     if (!m) throw new ArgError(`--stall-peer needs P:MS@F, e.g. 1:2000@300 (got '${values['stall-peer']}')`);
     o.stallPeer = { peer: Number(m[1]), ms: Number(m[2]), atFrame: Number(m[3]) };
+    if (o.stallPeer.ms > 600000) throw new ArgError('--stall-peer: MS must be at most 600000');
     if (o.stallPeer.peer >= o.players) throw new ArgError(`--stall-peer: peer ${o.stallPeer.peer} does not exist with ${o.players} players`);
   }
   o.corruptAt = intArg(values['corrupt-at'], 'corrupt-at', 0, 1_000_000);
@@ -101,6 +104,10 @@ function parse(argv) {
   o.nondeterministic = !!values.nondeterministic;
   if (o.nondeterministic && o.env !== 'pyodide') throw new ArgError('--nondeterministic needs --env pyodide');
   o.json = !!values.json;
+  if (values['dump-traffic'] !== undefined) {
+    if (!values['dump-traffic']) throw new ArgError('--dump-traffic needs a directory');
+    o.dumpTraffic = values['dump-traffic'];
+  }
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;
 }
@@ -146,12 +153,19 @@ async function main() {
   }
   const tty = !!process.stderr.isTTY;
   let broadcastSeen = 0, broadcastPrinted = 0, otherPrinted = 0, otherSuppressed = 0;
+  const perPlayerSeen = {};
+  let broadcastCapped = false;
+  // spread the sampled lines over the whole run (a hash broadcast every 5 frames per player)
+  const stride = Math.max(BROADCAST_SAMPLE, Math.ceil(o.frames / 5 / Math.max(1, Math.floor(MAX_BROADCAST_LINES / o.players))));
   const opts = {
     ...o,
     onLog: json ? undefined : (line) => {
       if (line.startsWith('[P2P Sync]')) {
         broadcastSeen++;
-        if ((broadcastSeen - 1) % BROADCAST_SAMPLE === 0 && broadcastPrinted < MAX_BROADCAST_LINES) {
+        const who = /Player (\d+)/.exec(line)?.[1] ?? '?';
+        const k = (perPlayerSeen[who] = (perPlayerSeen[who] || 0) + 1);
+        if ((k - 1) % stride === 0 && broadcastPrinted >= MAX_BROADCAST_LINES) broadcastCapped = true;
+        else if ((k - 1) % stride === 0) {
           broadcastPrinted++;
           clearProgress();
           out(line);
@@ -199,7 +213,7 @@ async function main() {
   }
 
   if (broadcastSeen > broadcastPrinted) {
-    out(`(hash broadcast lines sampled: printed ${broadcastPrinted} of ${broadcastSeen}, every ${BROADCAST_SAMPLE}th${broadcastPrinted >= MAX_BROADCAST_LINES ? `, capped at ${MAX_BROADCAST_LINES}` : ''})`);
+    out(`(hash broadcast lines sampled: printed ${broadcastPrinted} of ${broadcastSeen}, every ${stride}th per player${broadcastCapped ? `, capped at ${MAX_BROADCAST_LINES}` : ''})`);
   }
   if (otherSuppressed) out(`(${otherSuppressed} further event lines not printed)`);
   out('');

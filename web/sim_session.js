@@ -47,6 +47,21 @@
 //  * healthy = no timeout && logs identical && (normal run: no desync and equal final hashes;
 //    corruptAt: every peer reported the desync at the expected frame; syncTest + nondeterministic:
 //    nondeterminism was flagged). See `verdict.reasons` for what failed.
+//
+// Result (JSON-serialisable; `scripts/demo --json` prints it):
+//   players, frames, fps, profile, seed, env, healthy, verdict {healthy, mode, reasons[],
+//   expectedDesyncFrame, desyncDetectedByPeer, finalHashesEqual, timedOut}, actionLogsIdentical,
+//   comparedFrames, firstLogMismatch, actionLogHashes[], finalStateFrame, finalStateHashes[],
+//   desyncs, desyncEvents[] ({...engine event, peer: reporting peer, remotePeer}),
+//   rollbacks {count, maxFrames, p99Frames, framesReplayed, perPeer[]} (from the engines'
+//   'rollback' events, i.e. misprediction rollbacks; forced sync-test rollbacks are not counted),
+//   stalls / waits (STALL / WAIT ticks summed over peers), p2pRatio (inputs first received by P2P
+//   / all first receptions), p2p[] (engine.p2pMetrics per peer), fallback[] {peer, remotePeer,
+//   frame, reason}, nondeterminism[], faults[] (each with every peer's framesRun and p2pMetrics at
+//   that moment), errors[], episodeSummaries[], rewards[], framesRun[], finalFrames[],
+//   confirmedFrames[], verifiedFrames[], ticks[], hashBroadcasts[], received[] (receive results
+//   by path/event), network (netsim.stats()), virtualMs, wallMs, trafficDump, perPeer[]
+//   (engine.exportSessionMetrics()).
 
 import { NetSim, resolveProfile, createRng } from './netsim.js';
 import { createGridGame } from './envs/grid_game.js';
@@ -119,7 +134,7 @@ function normalizeOptions(o) {
   if (o.stallPeer) {
     const { peer, ms, atFrame } = o.stallPeer;
     if (!Number.isInteger(peer) || peer < 0 || peer >= players) throw new RangeError('runSession: stallPeer.peer out of range');
-    if (!(ms >= 0) || !Number.isInteger(atFrame) || atFrame < 0) throw new RangeError('runSession: bad stallPeer');
+    if (!(ms >= 0 && ms <= 600000) || !Number.isInteger(atFrame) || atFrame < 0) throw new RangeError('runSession: bad stallPeer (ms must be 0..600000)');
   }
   const syncTest = o.syncTest == null || o.syncTest === 0 || o.syncTest === false ? 0 : Number(o.syncTest);
   if (!Number.isInteger(syncTest) || syncTest < 0) throw new RangeError('runSession: syncTest must be a non-negative integer');
@@ -172,7 +187,12 @@ export async function runSession(options = {}) {
     for (let i = 0; i < o.players; i++) {
       envs.push(await createPyodideEnv({ numPlayers: o.players, seed: u32(mixSeed(o.seed, 'env')) % 1000000, pyodide, nondeterministic: o.nondeterministic }));
     }
-    if (o.nondeterministic) envs[0].seedHiddenRandom(u32(mixSeed(o.seed, 'hidden')));
+    if (o.nondeterministic) {
+      // the hidden RNG is module-level (shared by these envs): seed it, then redo the initial
+      // coin placement (it drew from the hidden RNG) so the session is reproducible
+      envs[0].seedHiddenRandom(u32(mixSeed(o.seed, 'hidden')));
+      for (const e of envs) e.reset();
+    }
   } else {
     const envSeed = u32(mixSeed(o.seed, 'env')) % 1000000;
     for (let i = 0; i < o.players; i++) envs.push(createGridGame({ numPlayers: o.players, seed: envSeed }));
@@ -201,7 +221,7 @@ export async function runSession(options = {}) {
         action: 0,
         nextAt: phaseRng() * dt,
         framesRun: 0, ticks: 0, stallTicks: 0, waitTicks: 0,
-        stalledUntil: -1, stallDone: false,
+        stallDone: false,
         confirmedFrame: -1, verifiedFrame: -1, lastFrame: 0,
         log: new ByteLog(), loggedUpTo: -1, logGap: null,
         rollbackDepths: [], replayedFrames: 0,
@@ -639,26 +659,30 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
 }
 
 // ------------------------------------------------------------------------------------------------
-// Traffic dump (fuzz corpus seeds): one received wire packet per file, deduplicated by content,
-// at most `limit` files and at most 8 per message type, named <type>_<hash8>.bin.
+// Traffic dump (fuzz corpus seeds, e.g. for tests/fuzz/corpus/engine/): one received wire packet
+// per file (the raw bytes given to engine.receive, P2P or relay-carried), deduplicated by content,
+// named <type>_<hash8>.bin. Bounded: at most `limit` files, at most 8 per message type, and of a
+// type only the 1st, 2nd, 4th, 8th, ... packet received (so the samples spread over the session).
 
 async function createTrafficDump(dir, limit, lib) {
   const fs = await import('node:fs');
   fs.mkdirSync(dir, { recursive: true });
   const seen = new Set();
   const perType = {};
+  const received = {};
   let written = 0;
   return {
     add(bytes) {
       if (written >= limit) return;
       const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
       if (b.length === 0 || b.length > 4096) return;
+      const msg = lib.decode(b);
+      const type = msg.error ? `invalid_${msg.error}` : msg.type;
+      const k = (received[type] = (received[type] || 0) + 1);
+      if ((k & (k - 1)) !== 0 || (perType[type] || 0) >= 8) return; // k not a power of two, or enough
       const h = lib.hash(b);
       if (seen.has(h)) return;
       seen.add(h);
-      const msg = lib.decode(b);
-      const type = msg.error ? `invalid_${msg.error}` : msg.type;
-      if ((perType[type] || 0) >= 8) return;
       perType[type] = (perType[type] || 0) + 1;
       fs.writeFileSync(`${dir}/${type.toLowerCase()}_${h.slice(0, 8)}.bin`, b);
       written++;

@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace p2psync {
@@ -10,7 +11,6 @@ int EngineConfig::predictionLimit() const {
   // The ring must hold every unconfirmed frame plus the local input delay and some slack for
   // remote peers that run ahead; half the ring keeps the window unambiguous.
   int cap = bufferFrames / 2 - inputDelay - 2;
-  if (syncTestDistance > 0) return cap;
   return maxPredictionFrames > 0 && maxPredictionFrames < cap ? maxPredictionFrames : cap;
 }
 
@@ -200,6 +200,11 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
   if (c.playerIds.empty())
     for (int i = 0; i < c.numPlayers; ++i) c.playerIds.push_back(i);
   if (c.inputDelay + 16 > c.bufferFrames / 2) return "config.inputDelay: too large for bufferFrames";
+  if (c.syncTestDistance > 0 && !j.contains("snapshotSlots")) {
+    // Sync-test saves every frame and re-saves each one checkDistance times: keep enough slots
+    // for the whole prediction window plus the forced rollbacks.
+    c.snapshotSlots = std::min(1024, (c.predictionLimit() + 2 * c.syncTestDistance + 8) * (c.syncTestDistance + 1));
+  }
   if (c.syncTestDistance > 0 && c.syncTestDistance + 2 > c.snapshotSlots) return "config.syncTest.checkDistance: needs more snapshotSlots";
   return "";
 }

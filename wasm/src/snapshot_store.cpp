@@ -21,6 +21,11 @@ void SnapshotStore::evictOldest() {
 
 const SnapshotStore::Entry* SnapshotStore::save(uint32_t frame, const uint8_t* data, size_t len, uint64_t hash) {
   if (len > arena_.size()) return nullptr;
+  // Replaced or invalidated snapshots at the old end free their slots first.
+  while (count_ > 0 && !ring_[head_].live) {
+    head_ = (head_ + 1) % ring_.size();
+    --count_;
+  }
   // A frame saved again replaces its earlier copy.
   for (size_t i = 0; i < count_; ++i) {
     Entry& e = ring_[(head_ + i) % ring_.size()];

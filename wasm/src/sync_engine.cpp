@@ -175,8 +175,13 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
   if (target >= 0 && target < static_cast<int64_t>(cur_)) {
     const SnapshotStore::Entry* snap = snapshots_.latestAtOrBefore(static_cast<uint32_t>(target));
     if (!snap || snap->frame < episodeStart_ || cur_ - snap->frame > static_cast<uint32_t>(replayCap_)) {
+      // Cannot roll back: keep the misprediction pending so the confirmed frame never passes it
+      // (the session then stalls instead of confirming inputs it did not simulate).
       ++snapshotMisses_;
-      events_.push(json{{"type", "error"}, {"reason", "snapshot-missing"}, {"frame", target}, {"currentFrame", cur_}, {"timeMs", nowMs}});
+      if (target != lastMissingTarget_) {
+        lastMissingTarget_ = target;
+        events_.push(json{{"type", "error"}, {"reason", "snapshot-missing"}, {"frame", target}, {"currentFrame", cur_}, {"timeMs", nowMs}});
+      }
     } else {
       uint32_t S = snap->frame;
       uint32_t count = cur_ - S;
@@ -193,20 +198,27 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
         resnap[i] = (f > static_cast<uint32_t>(target) && isSnapshotFrame(f)) ? 1 : 0;
       }
       snapshots_.invalidateAfter(static_cast<uint32_t>(target));
-      stateSync_.onRollback(static_cast<uint32_t>(target));
+      stateSync_.onRollback(static_cast<uint32_t>(target) - episodeStart_);
       H[kRollback] = 1;
       H[kRollbackTarget] = static_cast<int32_t>(target);
       H[kLoadFrame] = static_cast<int32_t>(S);
       H[kReplayCount] = static_cast<int32_t>(count);
-      if (!forced || pendingRollback_ == target) {
-        uint32_t depth = cur_ - static_cast<uint32_t>(target);
-        metrics_.rollback(static_cast<uint32_t>(target), cur_, depth, firstMiss_.player, firstMiss_.predicted,
+      if (pendingRollback_ >= 0) {
+        // A real misprediction (in sync-test mode possibly inside a deeper forced rollback).
+        uint32_t depth = cur_ - static_cast<uint32_t>(pendingRollback_);
+        metrics_.rollback(static_cast<uint32_t>(pendingRollback_), cur_, depth, firstMiss_.player, firstMiss_.predicted,
                           firstMiss_.actual, nowMs, &events_);
+        // Sync-test: first-run hashes after it were built on mispredicted inputs; the replay
+        // re-records them.
+        for (TestHash& t : testHashes_)
+          if (t.valid && t.frame > static_cast<uint32_t>(pendingRollback_)) t.valid = false;
       }
       if (localEndFrame_ >= target) localEndFrame_ = -1;  // the env re-evaluates done in the replay
+      pendingRollback_ = -1;
+      firstMiss_ = Misprediction{};
+      lastMissingTarget_ = -1;
     }
-    pendingRollback_ = -1;
-    firstMiss_ = Misprediction{};
+    (void)forced;
   }
   recomputeConfirmed();
 
@@ -402,9 +414,18 @@ void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path 
   (void)before;
 }
 
-RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path via, double nowMs) {
-  reply_.clear();
+void SyncEngine::beginReceive() { reply_.clear(); }
+
+RxResult SyncEngine::endReceive(RxResult r) {
+  if (r != RxResult::Ok) metrics_.rejected(r);
   int32_t* H = reinterpret_cast<int32_t*>(plan_.data());
+  H[kReplyBytes] = static_cast<int32_t>(reply_.size());
+  H[kReplyCount] = static_cast<int32_t>(reply_.count());
+  return r;
+}
+
+RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path via, double nowMs) {
+  beginReceive();
   RxResult r;
   if (fromPeer < 0 || fromPeer >= cfg_.numPlayers || fromPeer == local_) {
     r = RxResult::UnknownPlayer;
@@ -421,10 +442,7 @@ RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path
       r = handleMessage(*msg_, fromPeer, via, nowMs);
     }
   }
-  if (r != RxResult::Ok) metrics_.rejected(r);
-  H[kReplyBytes] = static_cast<int32_t>(reply_.size());
-  H[kReplyCount] = static_cast<int32_t>(reply_.count());
-  return r;
+  return endReceive(r);
 }
 
 RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, double nowMs) {
@@ -509,6 +527,11 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
 }
 
 RxResult SyncEngine::receiveRelayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer) {
+  beginReceive();
+  return endReceive(relayInput(playerIndex, frame, action, nowMs, fromPeer));
+}
+
+RxResult SyncEngine::relayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer) {
   RxResult r;
   if (playerIndex < 0 || playerIndex >= cfg_.numPlayers || playerIndex == local_) {
     r = RxResult::UnknownPlayer;
@@ -530,11 +553,11 @@ RxResult SyncEngine::receiveRelayInput(int playerIndex, uint32_t frame, int acti
       onRemoteInput(playerIndex, frame, static_cast<uint8_t>(action), Path::Relay, nowMs, r);
     }
   }
-  if (r != RxResult::Ok) metrics_.rejected(r);
   return r;
 }
 
 RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t len, int fromPeer, double nowMs) {
+  beginReceive();
   RxResult r = RxResult::BadRelayJson;
   if (event == RelayEvent::PlayerAction) {
     PlayerActionMsg pa;
@@ -544,8 +567,7 @@ RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t
       for (int p = 0; p < cfg_.numPlayers; ++p)
         if (cfg_.playerIds[static_cast<size_t>(p)] == pa.playerId) idx = p;
       int from = pa.from >= 0 ? pa.from : fromPeer;
-      if (idx < 0) { metrics_.rejected(RxResult::UnknownPlayer); return RxResult::UnknownPlayer; }
-      return receiveRelayInput(idx, pa.frame, pa.action, nowMs, from);
+      r = idx < 0 ? RxResult::UnknownPlayer : relayInput(idx, pa.frame, pa.action, nowMs, from);
     }
   } else if (event == RelayEvent::StateSync) {
     StateSyncMsg ss;
@@ -566,8 +588,7 @@ RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t
       }
     }
   }
-  if (r != RxResult::Ok) metrics_.rejected(r);
-  return r;
+  return endReceive(r);
 }
 
 // ------------------------------------------------------------------------------------- snapshots

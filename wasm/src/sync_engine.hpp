@@ -144,6 +144,9 @@ class SyncEngine {
   void fillActions(uint32_t f, FrameRecord& r, const uint8_t* bots);
   void onRemoteInput(int player, uint32_t frame, uint8_t action, Path via, double nowMs, RxResult& agg);
   RxResult handleMessage(const Message& m, int fromPeer, Path via, double nowMs);
+  void beginReceive();
+  RxResult endReceive(RxResult r);
+  RxResult relayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer);
   void recomputeConfirmed();
   void sendInputs(double nowMs, double bufferedAmount, bool newInput);
   void requestGaps(double nowMs);
@@ -179,6 +182,7 @@ class SyncEngine {
   uint32_t episodeStart_ = 0;
   int64_t confirmed_ = -1;
   int64_t pendingRollback_ = -1;   // earliest mispredicted frame not yet planned
+  int64_t lastMissingTarget_ = -1; // rollback target whose snapshot was missing (reported once)
   Misprediction firstMiss_;
   int64_t localEndFrame_ = -1;     // local env terminated after this frame (not yet confirmed)
   bool localEndSent_ = false;
