@@ -458,7 +458,7 @@ TEST_CASE("health: recovery when configured", "[health]") {
     h.update(t + 1, 100 + i, q);
   }
   REQUIRE(h.inFallback(1));
-  const double fallbackAt = 1;  // first update after the first sample
+  const double fallbackAt = 1001;  // the update after the third sample (minSamplesForDegraded)
   drain(q);
 
   // Good samples (rtt 20). The 10-sample average drops below 200 (latency < 100) on the 7th:
@@ -486,7 +486,7 @@ TEST_CASE("health: recovery when configured", "[health]") {
   CHECK(h.recoveries() == 1);
   // the session flags are historical
   CHECK(h.fallbackTriggered());
-  CHECK(h.fallbackFrame() == 100);
+  CHECK(h.fallbackFrame() == 102);
   json f = h.toJson()["fallback"];
   CHECK(f["recoveries"] == 1);
   CHECK(f["events"].size() == 2);
@@ -498,7 +498,7 @@ TEST_CASE("health: recovery when configured", "[health]") {
   h.update(t, 999, q);
   CHECK(ofType(drain(q), "fallback").size() == 1);
   CHECK(h.inFallback(1));
-  CHECK(h.fallbackFrame() == 100);
+  CHECK(h.fallbackFrame() == 102);
 }
 
 TEST_CASE("health: recovery needs an open channel and fresh samples", "[health]") {
@@ -639,4 +639,30 @@ TEST_CASE("health: held events are bounded", "[health]") {
   json f = h.toJson()["fallback"];
   CHECK(f["events"].size() == 2);
   CHECK(f["eventsDropped"] == 1);
+}
+
+TEST_CASE("health: one early outlier does not trigger the sticky fallback", "[health]") {
+  EventQueue q;
+  Health h(2, 0, HealthConfig{});
+  double t = 0;
+  sample(h, 1, t, 450);  // latency 225: critical on its own
+  h.onPacket(1, t + 1);
+  h.update(t + 1, 5, q);
+  CHECK_FALSE(h.inFallback(1));
+  for (int i = 0; i < 9; ++i) {
+    t += 500;
+    sample(h, 1, t, 300);
+    h.onPacket(1, t + 1);
+    h.update(t + 1, 6 + i, q);
+  }
+  CHECK_FALSE(h.anyFallback());  // average 315 ms: latency 157 = warning
+  CHECK(std::string(h.status(1)) == "warning");
+  // three critical samples do trigger it
+  Health h2(2, 0, HealthConfig{});
+  for (int i = 0; i < 3; ++i) {
+    sample(h2, 1, i * 500.0, 450);
+    h2.onPacket(1, i * 500.0 + 1);
+    h2.update(i * 500.0 + 1, static_cast<uint32_t>(i), q);
+  }
+  CHECK(h2.inFallback(1));
 }

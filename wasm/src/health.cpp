@@ -235,7 +235,7 @@ void Health::update(double nowMs, uint32_t frame, EventQueue& events) {
     }
 
     // degradation -> fallback
-    if (!p.inFallback && p.winCount > 0) {
+    if (!p.inFallback && p.winCount >= std::max(1, cfg_.minSamplesForDegraded)) {
       double lat = avgOf(p) / 2;
       if (lat > kHighLatencyMs) enterFallback(i, nowMs, frame, "latency-high", &events);
       else if (lat > kCriticalLatencyMs) enterFallback(i, nowMs, frame, "latency-critical", &events);

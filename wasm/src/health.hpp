@@ -71,6 +71,9 @@ struct HealthConfig {
   bool recovery = false;
   double recoveryHealthyForMs = 5000;
   double recoveryLatencyBelowMs = 100;
+  // RTT samples needed before latency can trigger a fallback: one early outlier (jitter, a
+  // reordered packet) must not make the sticky fallback fire on a link that is only slow.
+  int minSamplesForDegraded = 3;
 };
 
 enum class Liveness : uint8_t { Alive = 0, Interrupted = 1, Disconnected = 2 };
