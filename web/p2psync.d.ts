@@ -34,7 +34,7 @@ export interface SyncConfig {
   snapshotInterval?: number;      // default 5 (1..60)
   maxPredictionFrames?: number;   // default 30; 0 = only the buffer capacity limits it
   redundancy?: number;            // 1..15, default 10
-  sendPolicy?: 'dual' | 'p2p-first';
+  sendPolicy?: 'dual' | 'p2p-first';  // default 'p2p-first'
   congestionBytes?: number;       // default 16384
   timeSync?: boolean | { enabled?: boolean; window?: number; threshold?: number };
   syncTest?: null | { checkDistance: number };
@@ -67,9 +67,12 @@ export interface OutgoingMessage {
   data?: any;
 }
 
+/** Engine events. Frame numbers in hashBroadcast / verified / desync events and in the episode
+ * summary are episode-relative (they travel in STATE_HASH / EPISODE_END); all others are
+ * session-wide, like plan.frame. */
 export interface EngineEvent {
-  type: 'rollback' | 'stall' | 'desync' | 'fallback' | 'recovery' | 'interrupted' | 'disconnected'
-      | 'reconnected' | 'nondeterminism' | 'episodeEnd' | 'hashBroadcast' | 'verified';
+  type: 'rollback' | 'stall' | 'stallEnd' | 'desync' | 'fallback' | 'recovery' | 'interrupted' | 'disconnected'
+      | 'reconnected' | 'nondeterminism' | 'episodeEnd' | 'hashBroadcast' | 'verified' | 'focus' | 'error';
   [k: string]: any;
 }
 
@@ -125,11 +128,17 @@ export declare class SyncEngine {
   constructor(config: SyncConfig);
   readonly numActors: number;
   readonly frame: number;
+  /** Messages produced while receiving (PONG, INPUT_RESPONSE, END/READY answers) are passed here
+   * at once; when unset they are sent with the next plan's outgoing messages. */
+  onOutgoing: ((msg: OutgoingMessage) => void) | null;
   advance(nowMs: number, localAction: number, botActions?: ArrayLike<number> | null,
           bufferedAmount?: number): Plan;
   receive(bytes: Uint8Array | ArrayBuffer, fromPeer: number, via: 'p2p' | 'relay', nowMs: number): ReceiveResult;
   receiveRelayInput(playerIndex: number, frame: number, action: number, nowMs: number, fromPeer?: number): ReceiveResult;
   receiveRelayStateSync(data: object | string, fromPeer: number, nowMs: number): ReceiveResult;
+  /** A relay event as the server delivers it ('pyodide_other_player_action', 'p2p_state_sync',
+   * 'p2psync_packet' with {from, bytes}). */
+  receiveRelay(event: string, data: any, fromPeer: number, nowMs: number): ReceiveResult;
   saveSnapshot(frame: number, state: string | Uint8Array): boolean;
   snapshot(frame: number): Uint8Array | null;
   snapshotText(frame: number): string | null;
@@ -140,7 +149,12 @@ export declare class SyncEngine {
   setConnectionType(type: 'direct' | 'relay' | 'unknown'): void;
   endEpisode(localTerminalFrame: number, nowMs: number): void;
   resetEpisode(options?: { inputDelay?: number; initialState?: string | Uint8Array }): void;
-  actionLog(fromFrame: number, toFrame: number): Uint8Array;
+  /** Executed actions of frames [from, to], numActors bytes each; confirmed frames only unless
+   * confirmedOnly is false; only frames still in the bufferFrames ring. */
+  actionLog(fromFrame: number, toFrame: number, confirmedOnly?: boolean): Uint8Array;
+  /** Bytes this engine holds (fixed after construction). */
+  memoryBytes(): number;
+  static heapBytes(): number;
   readonly p2pMetrics: P2PMetrics;
   exportSessionMetrics(): any;
   episodeSummary(rewards: object): string;
@@ -152,6 +166,9 @@ export interface P2PSyncLib {
   decode(bytes: Uint8Array | ArrayBuffer): Message | { error: DecodeErrorCode };
   hash(state: string | Uint8Array, options?: { floatDigits?: number }): string;
   SyncEngine: typeof SyncEngine;
+  TYPES: Readonly<Record<Message['type'], number>>;
+  /** WASM heap size in bytes (shared by the engines of this module). */
+  heapBytes(): number;
   version: string;
 }
 
@@ -162,6 +179,10 @@ export interface LoadOptions {
   wasmPath?: string;
   /** the wasm bytes themselves */
   wasmBinary?: ArrayBuffer | Uint8Array;
+  /** URL of the ES-module loader (default: ../build/wasm/p2psync.mjs next to this module) */
+  moduleUrl?: string | URL;
+  /** the Emscripten factory itself (skips importing moduleUrl) */
+  moduleFactory?: (args: object) => Promise<any>;
 }
 
 export declare function loadP2PSync(options?: LoadOptions): Promise<P2PSyncLib>;

@@ -251,6 +251,11 @@ function createLib(M) {
   function hash(state, options = {}) {
     const len = stageState(state);
     const d = options.floatDigits ?? 0;
+    if (M._p2psync_hash_staged) {
+      if (!M._p2psync_hash_staged(len, d)) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
+      const dv = staging().msgView;
+      return hex8(dv.getUint32(32, true)) + hex8(dv.getUint32(36, true));
+    }
     const h = M.hashStaged(len, d);
     if (!h) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
     return h;
@@ -290,6 +295,9 @@ function createLib(M) {
         throw new TypeError(err);
       }
       this._h = h;
+      // Hot calls (advance, receive, saveSnapshot) go through plain WASM exports when the module
+      // has them (wasm/bindings.cpp): Embind's invoker costs ~0.2 us and allocates per call.
+      this._e = typeof M._p2psync_advance === 'function' && typeof h.handle === 'function' ? h.handle() : 0;
       this._buf = null;
       this._numActors = h.numActors();
       this._numBots = config.numBots ?? 0;
@@ -344,7 +352,9 @@ function createLib(M) {
     advance(nowMs, localAction = 0, botActions = null, bufferedAmount = 0) {
       this._views();
       if (botActions && this._numBots) this._bot.set(botActions.length > this._numBots ? botActions.slice(0, this._numBots) : botActions);
-      const status = this._h.advance(nowMs, localAction | 0, +bufferedAmount || 0);
+      const status = this._e
+        ? M._p2psync_advance(this._e, nowMs, localAction | 0, +bufferedAmount || 0)
+        : this._h.advance(nowMs, localAction | 0, +bufferedAmount || 0);
       this._views();
       const H = this._H;
       const plan = this._plan;
@@ -394,9 +404,10 @@ function createLib(M) {
       this._views();
       const b = toBytes(bytes);
       const v = via === 'relay' ? 1 : 0;
-      if (b.length > this._rxCap) return this._result(this._h.receive(b.length, fromPeer, v, nowMs));
-      this._rx.set(b);
-      return this._result(this._h.receive(b.length, fromPeer, v, nowMs));
+      if (b.length <= this._rxCap) this._rx.set(b);
+      return this._result(this._e
+        ? M._p2psync_receive(this._e, b.length, fromPeer, v, nowMs)
+        : this._h.receive(b.length, fromPeer, v, nowMs));
     }
 
     receiveRelayInput(playerIndex, frame, action, nowMs, fromPeer = -1) {
@@ -431,7 +442,7 @@ function createLib(M) {
 
     saveSnapshot(frame, state) {
       const len = stageState(state);
-      return this._h.saveSnapshot(frame, len);
+      return this._e ? M._p2psync_save_snapshot(this._e, frame, len) !== 0 : this._h.saveSnapshot(frame, len);
     }
 
     snapshot(frame) {
@@ -478,6 +489,7 @@ function createLib(M) {
       if (this._h) {
         this._h.delete();
         this._h = null;
+        this._e = 0;
       }
     }
   }

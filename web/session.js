@@ -21,6 +21,9 @@
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 const isThenable = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function';
+// Session-level start-barrier messages (see _startBarrier); never passed to the engine.
+const GLUE_HELLO = 0xf0;
+const GLUE_HELLO_ACK = 0xf1;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 function toHex(bytes) {
@@ -52,6 +55,8 @@ export class P2PSyncSession extends EventTarget {
    * @param {object} [o.config]       extra SyncConfig fields (numPlayers/localPlayerIndex are set here)
    * @param {number} [o.episodeFrames=0]  end the episode after this many frames (0 = never)
    * @param {number} [o.connectTimeoutMs=15000]
+   * @param {number} [o.barrierTimeoutMs=6000]  start barrier / P2P validation (see _startBarrier)
+   * @param {number} [o.settleRttMs=100]  barrier: probe RTT below which a channel counts as settled
    * @param {number} [o.joinTimeoutMs=60000]  waiting for the room to fill
    * @param {RTCIceServer[]} [o.iceServers=[]]
    * @param {number} [o.statsIntervalMs=3000]  getStats polling (selected candidate pair)
@@ -64,6 +69,7 @@ export class P2PSyncSession extends EventTarget {
       await s._join(o.room, o.players ?? 2, o.joinTimeoutMs ?? 60000);
       s._startPeers();
       await s._waitChannels(o.connectTimeoutMs ?? 15000);
+      await s._startBarrier(o.barrierTimeoutMs ?? 6000, o.settleRttMs ?? 100);
     } catch (e) {
       s.destroy();
       throw e;
@@ -187,7 +193,7 @@ export class P2PSyncSession extends EventTarget {
     let st = this.peers.get(p);
     if (st) return st;
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    st = { peer: p, pc, dc: null, remoteSet: false, pending: [], open: false, everOpened: false, closed: false, failed: false, pair: null };
+    st = { peer: p, pc, dc: null, remoteSet: false, pending: [], open: false, everOpened: false, closed: false, failed: false, pair: null, heard: false, heardMe: false, peerSettled: false, rtts: [] };
     this.peers.set(p, st);
     pc.onicecandidate = (ev) => this._signal(p, { type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null });
     pc.ondatachannel = (ev) => this._setupChannel(st, ev.channel);
@@ -261,8 +267,10 @@ export class P2PSyncSession extends EventTarget {
     };
     dc.onmessage = (ev) => {
       if (!this.engine || !(ev.data instanceof ArrayBuffer)) return;
+      const bytes = new Uint8Array(ev.data);
+      if (bytes[0] === GLUE_HELLO || bytes[0] === GLUE_HELLO_ACK) { this._onGlue(st, bytes); return; }
       this.counters.p2pPacketsReceived++;
-      const r = this.engine.receive(new Uint8Array(ev.data), st.peer, 'p2p', now());
+      const r = this.engine.receive(bytes, st.peer, 'p2p', now());
       this.rx[r] = (this.rx[r] || 0) + 1;
     };
   }
@@ -296,6 +304,74 @@ export class P2PSyncSession extends EventTarget {
         this._log(`[P2P] DataChannel to player ${st.peer} not open after ${timeoutMs} ms; using the Socket.IO relay`, 'warn');
         this.engine.onConnectionFailed(st.peer, now());
       }
+    }
+  }
+
+  /**
+   * Start barrier (the reference's P2P validation / ready gate). Over every open channel each
+   * side sends a HELLO probe [0xF0, flags, f64 time] every 100 ms and echoes the other side's
+   * probes at once [0xF1, f64 time]; flags: 1 = "I hear you", 2 = "my last 3 probe RTTs to you
+   * were below settleRttMs". The barrier ends when, for every open channel, both sides hear each
+   * other and both are settled — i.e. the channel AND both pages' main threads are responsive
+   * (right after page load they often are not, and the engine's very first PING samples would
+   * then report seconds of RTT and trigger a latency fallback). All players then take frame 0
+   * within about one one-way delay. Probes never reach the engine (0xF0/0xF1 are not p2psync
+   * message types). Peers on the relay are not waited for (the engine's EPISODE_READY gate
+   * covers them). After timeoutMs the game starts anyway.
+   */
+  async _startBarrier(timeoutMs, settleRttMs = 100) {
+    const t0 = now();
+    this._settleRttMs = settleRttMs;
+    const open = () => [...this.peers.values()].filter((st) => st.open);
+    const settled = (st) => st.rtts.length >= 3 && st.rtts.every((r) => r < settleRttMs);
+    const done = () => open().every((st) => st.heard && st.heardMe && st.peerSettled && settled(st));
+    const deadline = t0 + timeoutMs;
+    while (!done() && now() < deadline && !this._destroyed) {
+      for (const st of open()) this._sendHello(st);
+      await new Promise((resolve) => {
+        const t = setTimeout(resolve, 100);
+        this._channelWaiters.push(() => { clearTimeout(t); resolve(); });
+      });
+    }
+    this._barrierDone = true;
+    for (const st of open()) this._sendHello(st);
+    this.barrier = {
+      ms: Math.round(now() - t0), complete: done(),
+      rttsMs: Object.fromEntries(open().map((st) => [st.peer, st.rtts.map((r) => Math.round(r * 10) / 10)])),
+    };
+    if (!this.barrier.complete) this._log(`[P2P] start barrier incomplete after ${timeoutMs} ms (probe RTTs ${JSON.stringify(this.barrier.rttsMs)}); starting anyway`, 'warn');
+    else this._log(`[P2P] P2P validation successful after ${this.barrier.ms} ms (probe RTTs ${JSON.stringify(this.barrier.rttsMs)})`);
+  }
+
+  _sendHello(st) {
+    const settled = st.rtts.length >= 3 && st.rtts.every((r) => r < (this._settleRttMs ?? 100));
+    const b = new Uint8Array(10);
+    b[0] = GLUE_HELLO;
+    b[1] = (st.heard ? 1 : 0) | (settled || this._barrierDone ? 2 : 0);
+    new DataView(b.buffer).setFloat64(2, now(), true);
+    try { if (st.dc && st.dc.readyState === 'open') st.dc.send(b); } catch { /* closing */ }
+  }
+
+  _onGlue(st, bytes) {
+    if (bytes[0] === GLUE_HELLO && bytes.length === 10) {
+      const flags = bytes[1];
+      st.heard = true;
+      if (flags & 1) st.heardMe = true;
+      if (flags & 2) st.peerSettled = true;
+      const ack = new Uint8Array(9);
+      ack[0] = GLUE_HELLO_ACK;
+      ack.set(bytes.subarray(2, 10), 1);
+      try { if (st.dc && st.dc.readyState === 'open') st.dc.send(ack); } catch { /* closing */ }
+      // already started: tell a peer still in its barrier that we hear it and are settled
+      if (this._barrierDone && (!(flags & 1) || !(flags & 2))) this._sendHello(st);
+      this._wake();
+    } else if (bytes[0] === GLUE_HELLO_ACK && bytes.length === 9) {
+      const rtt = now() - new DataView(bytes.buffer, bytes.byteOffset, 9).getFloat64(1, true);
+      if (Number.isFinite(rtt) && rtt >= 0) {
+        st.rtts.push(rtt);
+        if (st.rtts.length > 3) st.rtts.shift();
+      }
+      this._wake();
     }
   }
 
@@ -363,6 +439,11 @@ export class P2PSyncSession extends EventTarget {
     }
     this.rx[r] = (this.rx[r] || 0) + 1;
   }
+
+  // Workaround: the engine's receiveRelayInput / receiveRelayJson leave the reply header words of
+  // the previous receive() untouched, and the wrapper then hands that receive's replies (e.g. a
+  // PONG) to onOutgoing again, once per relay message. Those two calls never produce replies, so
+  // zeroing the reply count before them is exact. Harmless once the engine resets it itself.
 
   // ------------------------------------------------------------------------------ the frame
 
@@ -462,10 +543,7 @@ export class P2PSyncSession extends EventTarget {
       if (this.stalled) this.stalled = false;
     } else if (status === 'STALL') {
       this.counters.stalls++;
-      if (!this.stalled) {
-        this.stalled = true;
-        this._emit('stall', { type: 'stall', frame, confirmedFrame: plan.confirmedFrame, timeMs: now() });
-      }
+      this.stalled = true; // the engine emits the 'stall' event on entering a stall
     } else if (status === 'WAIT') {
       this.counters.waits++;
     }
@@ -631,6 +709,7 @@ export class P2PSyncSession extends EventTarget {
       receiveResults: { ...this.rx },
       episodeSummary: this.episodeSummaryLine,
       finalStateHash: this.finalStateHash,
+      startBarrier: this.barrier || null,
     };
     return m;
   }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "relay.hpp"
+
 namespace p2psync {
 
 using nlohmann::json;
@@ -173,9 +175,12 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
       r.fail("fallbackRecovery", "must be {healthyForMs, latencyBelowMs}");
     }
   }
+  // Both go into relay messages whose parsers (ours and the server's) take ids of at most
+  // kMaxRelayIdLength characters: a longer or empty id would make every relay message of this
+  // engine unsendable or rejected by the peers.
   if (r.has("gameId")) {
-    if (!j["gameId"].is_string() || j["gameId"].get_ref<const std::string&>().size() > 128)
-      r.fail("gameId", "must be a string of at most 128 characters");
+    if (!j["gameId"].is_string() || j["gameId"].get_ref<const std::string&>().size() > kMaxRelayIdLength)
+      r.fail("gameId", "must be a string of at most 64 characters");
     else
       c.gameId = j["gameId"].get<std::string>();
   }
@@ -186,8 +191,12 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
     } else {
       c.playerIds.clear();
       for (const auto& id : v) {
-        if (!(id.is_number_integer() || (id.is_string() && id.get_ref<const std::string&>().size() <= 128))) {
-          r.fail("playerIds", "ids must be integers or strings of at most 128 characters");
+        if (!isValidRelayId(id)) {
+          r.fail("playerIds", "ids must be integers or strings of 1..64 characters");
+          break;
+        }
+        if (std::find(c.playerIds.begin(), c.playerIds.end(), id) != c.playerIds.end()) {
+          r.fail("playerIds", "ids must be unique");  // a relay input must name one player
           break;
         }
         c.playerIds.push_back(id);

@@ -232,11 +232,18 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
   } else if (static_cast<int64_t>(cur_) - confirmed_ > limit || readyGate) {
     status = Status::Stall;
     metrics_.stall();
+    if (!stalled_)
+      events_.push(json{{"type", "stall"}, {"frame", cur_}, {"confirmedFrame", confirmed_},
+                        {"reason", readyGate ? "waiting-ready" : "prediction-limit"}, {"timeMs", nowMs}});
   } else if (cfg_.timeSync && cfg_.syncTestDistance == 0 &&
              timeSync_.update(nowMs, cur_ + static_cast<uint32_t>(cfg_.inputDelay), oneWay_, local_)) {
     status = Status::Wait;
     metrics_.wait();
   }
+
+  if (stalled_ && status != Status::Stall)
+    events_.push(json{{"type", "stallEnd"}, {"frame", cur_}, {"confirmedFrame", confirmed_}, {"timeMs", nowMs}});
+  stalled_ = status == Status::Stall;
 
   bool newInput = false;
   H[kSaveSnapshot] = 0;
@@ -566,8 +573,10 @@ RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t
       int idx = -1;
       for (int p = 0; p < cfg_.numPlayers; ++p)
         if (cfg_.playerIds[static_cast<size_t>(p)] == pa.playerId) idx = p;
+      // The payload's "from" never overrides the sender the caller knows (fromPeer).
       int from = pa.from >= 0 ? pa.from : fromPeer;
-      r = idx < 0 ? RxResult::UnknownPlayer : relayInput(idx, pa.frame, pa.action, nowMs, from);
+      if (fromPeer >= 0 && from != fromPeer) r = RxResult::SpoofedPlayer;
+      else r = idx < 0 ? RxResult::UnknownPlayer : relayInput(idx, pa.frame, pa.action, nowMs, from);
     }
   } else if (event == RelayEvent::StateSync) {
     StateSyncMsg ss;
@@ -577,7 +586,8 @@ RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t
       for (int p = 0; p < cfg_.numPlayers; ++p)
         if (cfg_.playerIds[static_cast<size_t>(p)] == ss.senderId) idx = p;
       int from = ss.from >= 0 ? ss.from : fromPeer;
-      if (idx < 0 || idx == local_) r = RxResult::UnknownPlayer;
+      if (fromPeer >= 0 && from != fromPeer) r = RxResult::SpoofedPlayer;
+      else if (idx < 0 || idx == local_) r = RxResult::UnknownPlayer;
       else if (from >= 0 && from != idx) r = RxResult::SpoofedPlayer;
       else if (ss.gameId != cfg_.gameId) r = RxResult::BadValue;
       else {
@@ -609,7 +619,9 @@ bool SyncEngine::saveSnapshot(uint32_t frame, const uint8_t* data, size_t len) {
     events_.push(json{{"type", "error"}, {"reason", "snapshot-too-large"}, {"frame", frame}, {"bytes", len}});
     return false;
   }
-  if (frame == episodeStart_ && !stateSync_.episodeBegun()) stateSync_.beginEpisode(episode_, h, lastNowMs_);
+  // The first snapshot of each episode begins it in state sync (READY, per-episode hash/END state).
+  if (frame == episodeStart_ && (!stateSync_.episodeBegun() || stateSync_.episode() != episode_))
+    stateSync_.beginEpisode(episode_, h, lastNowMs_);
   if (frame > episodeStart_) stateSync_.onLocalHash(frame - episodeStart_, h);
   if (cfg_.syncTestDistance > 0) {
     TestHash& t = testHashes_[frame & ringMask_];

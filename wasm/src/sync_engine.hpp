@@ -189,6 +189,7 @@ class SyncEngine {
   bool endEventEmitted_ = false;
   int64_t relaySentUpTo_ = -1;       // newest local input given to the relay
   bool started_ = false;
+  bool stalled_ = false;
   double lastNowMs_ = 0;
   std::vector<double> lastRequestMs_;
   std::vector<uint32_t> budget_;   // packets accepted from each peer since the last advance

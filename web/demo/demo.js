@@ -24,6 +24,8 @@ const P = {
   delay: q.has('delay') ? Math.max(0, num('delay', 2) | 0) : undefined,
   cut: q.has('cut') ? num('cut', -1) | 0 : -1,
   seed: num('seed', 1) >>> 0,
+  recover: Math.max(0, num('recover', 0)),
+  recoverBelow: Math.max(1, num('recoverBelow', 100)),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -116,15 +118,27 @@ function currentState() {
   if (env.state && typeof env.state === 'object') return env.state;
   return JSON.parse(env.getState());
 }
+let background = null; // the empty grid, drawn once
+function drawBackground(S, cw, ch) {
+  background = document.createElement('canvas');
+  background.width = board.width;
+  background.height = board.height;
+  const g = background.getContext('2d');
+  g.fillStyle = '#0d0f14';
+  g.fillRect(0, 0, board.width, board.height);
+  g.strokeStyle = '#1f2330';
+  g.lineWidth = 1;
+  g.beginPath();
+  for (let x = 0; x <= S.width; x++) { g.moveTo(x * cw + 0.5, 0); g.lineTo(x * cw + 0.5, S.height * ch); }
+  for (let y = 0; y <= S.height; y++) { g.moveTo(0, y * ch + 0.5); g.lineTo(S.width * cw, y * ch + 0.5); }
+  g.stroke();
+}
+let lastScores = '';
 function render() {
   const S = currentState();
   const cw = Math.floor(board.width / S.width), ch = Math.floor(board.height / S.height);
-  ctx.fillStyle = '#0d0f14';
-  ctx.fillRect(0, 0, board.width, board.height);
-  ctx.strokeStyle = '#1f2330';
-  ctx.lineWidth = 1;
-  for (let x = 0; x <= S.width; x++) { ctx.beginPath(); ctx.moveTo(x * cw + 0.5, 0); ctx.lineTo(x * cw + 0.5, S.height * ch); ctx.stroke(); }
-  for (let y = 0; y <= S.height; y++) { ctx.beginPath(); ctx.moveTo(0, y * ch + 0.5); ctx.lineTo(S.width * cw, y * ch + 0.5); ctx.stroke(); }
+  if (!background) drawBackground(S, cw, ch);
+  ctx.drawImage(background, 0, 0);
   ctx.fillStyle = '#ffd54f';
   for (const [x, y] of S.coins) {
     if (x < 0) continue;
@@ -147,13 +161,14 @@ function render() {
     ctx.textBaseline = 'middle';
     ctx.fillText(String(i), p.x * cw + cw / 2, p.y * ch + ch / 2 + 1);
   });
-  $('scores').innerHTML = S.players
+  const scores = S.players
     .map((p, i) => `<span><i style="background:${COLORS[i % COLORS.length]}"></i>P${i}${i === game.playerIndex ? ' (you)' : ''}: ${p.score}</span>`)
     .join('');
+  if (scores !== lastScores) { lastScores = scores; $('scores').innerHTML = scores; }
 }
 
 // ------------------------------------------------------------------ metrics panel
-const rttHist = []; // [p50, p95]
+const rttHist = []; // [p50, p95], one sample per panel refresh (2 Hz)
 function fmt(v, d = 0) { return v == null || !Number.isFinite(v) ? '–' : v.toFixed(d); }
 function drawSpark() {
   const c = $('rtt'), g = c.getContext('2d');
@@ -162,7 +177,7 @@ function drawSpark() {
   const vals = rttHist.flat().filter((v) => v != null);
   if (!vals.length) return;
   const max = Math.max(20, ...vals) * 1.15;
-  const W = c.width, H = c.height, n = 120;
+  const W = c.width, H = c.height, n = 120; // 60 s of history
   g.strokeStyle = '#2c3040';
   g.beginPath(); g.moveTo(0, H - 0.5); g.lineTo(W, H - 0.5); g.stroke();
   for (const [k, color] of [[1, '#ffb74d'], [0, '#4fc3f7']]) {
@@ -190,7 +205,8 @@ function drawHist(counts) {
   if (!counts || !counts.length) return;
   let last = 0;
   counts.forEach((v, i) => { if (v) last = i; });
-  counts = counts.slice(0, Math.max(16, last + 1)); // depth 1..N (the engine keeps 64 bins)
+  const allBins = counts.length; // the engine's last bin counts every depth >= allBins
+  counts = counts.slice(0, Math.max(16, last + 1)); // show depth 1..N
   const bins = counts.length, W = c.width, H = c.height - 10;
   const max = Math.max(1, ...counts);
   const bw = W / bins;
@@ -201,8 +217,11 @@ function drawHist(counts) {
   });
   g.fillStyle = '#8a90a0';
   g.font = '9px system-ui';
-  g.fillText('1', 1, c.height - 1);
-  g.fillText(`${bins} frames`, W - 42, c.height - 1);
+  g.textAlign = 'left';
+  g.fillText('depth 1', 1, c.height - 1);
+  g.textAlign = 'right';
+  g.fillText(`${bins}${bins === allBins ? '+' : ''} frames`, W - 2, c.height - 1);
+  g.textAlign = 'left';
 }
 function updatePanel() {
   if (!session || !session.engine) return;
@@ -237,7 +256,7 @@ function updatePanel() {
   const dsEl = $('m-desync');
   dsEl.textContent = ds.desyncs ? `${ds.desyncs} DESYNC (frame ${ds.desyncEvents && ds.desyncEvents[0] ? ds.desyncEvents[0].frame : '?'})` : `none (${ds.matches ?? 0} hash matches)`;
   dsEl.className = ds.desyncs ? 'bad' : 'good';
-  $('m-stalls').textContent = `${m.quality.stalls} / ${m.quality.waits}`;
+  $('m-stalls').textContent = `${m.quality.stalls} / ${m.quality.waits} · ${session.status}`;
   game.lastMetrics = m;
 }
 
@@ -278,6 +297,7 @@ async function main() {
   const socket = window.io({ transports: ['websocket'] });
   const config = {};
   if (P.delay !== undefined) config.inputDelay = P.delay;
+  if (P.recover > 0) config.fallbackRecovery = { healthyForMs: P.recover, latencyBelowMs: P.recoverBelow };
   session = await P2PSyncSession.connect({
     lib, socket, env, room: P.room, players: P.players, config, episodeFrames: P.frames, iceServers: [],
     log: (msg, level) => {
@@ -298,8 +318,10 @@ async function main() {
   session.addEventListener('episodeEnd', () => {
     game.done = true;
     setStatus(`episode complete · ${session.episodeSummaryLine}`, 'ok');
+    updatePanel();
   });
   session.addEventListener('desync', (ev) => setStatus(`DESYNC at frame ${ev.detail.frame}`, 'err'));
+  updatePanel(); // first (slow, cold-code) panel refresh before frame 0, not during the first frames
   game.ready = true;
   setStatus(`playing as player ${session.playerIndex}`, 'ok');
 
@@ -319,7 +341,7 @@ async function main() {
         uiLog(`Cut P2P at frame ${game.frame}`);
       }
       const t = performance.now();
-      if (t - lastPanel > 250) { lastPanel = t; updatePanel(); }
+      if (t - lastPanel > 500) { lastPanel = t; updatePanel(); }
     } catch (err) {
       game.error = String(err && err.stack || err);
       console.error('[demo] step failed:', err);

@@ -1,0 +1,781 @@
+// p2psync benchmarks through the real .wasm, called from Node the way a page calls it
+// (web/p2psync.js). Not tests: nothing here fails on a slow machine. Normally run by scripts/bench.
+//
+//   node web/bench.mjs [--json [FILE]] [--native FILE] [--quick] [--only LIST] [--memory-frames N]
+//
+//   --json [FILE]    write the JSON (to stdout, or to FILE and the table to stdout)
+//   --native FILE    merge the JSON of build/native/bench_native --json (under "native")
+//   --quick          fewer/shorter runs and 100,000 memory frames (for development)
+//   --only LIST      comma-separated sections: frame,calls,codec,hash,memory,size,pyodide
+//
+// Every timed figure is the median of repeated runs, with min and max. The host is shared and may
+// be loaded: the load average is recorded, and min is the best estimate of the unloaded cost.
+//
+// Definitions (the README section written by scripts/bench repeats them):
+//  frameUs.*      µs per engine-frame: engine.advance() + reading the plan + engine.receive() of
+//                 each packet the remote engines sent that frame (2p: one packet; 4p: three).
+//                 All engines live in one module and exchange their P2P packets in-process after
+//                 every tick. Snapshots are 16 bytes (the frame number), saved whenever the plan
+//                 asks, so state hashing costs nothing measurable; hashInterval is 6000 (the
+//                 hash-exchange protocol is excluded too; frameUs.steady2pHashSync keeps the
+//                 default interval of 5). The env is not stepped.
+//  late10pct2p    each directed link freezes with probability 0.048 per tick for D+k-1 ticks
+//                 (k uniform 1..4, D = inputDelay 2): packets sent meanwhile are held back and
+//                 released together, so the first held input arrives k frames after the receiver
+//                 predicted it; ~10% of remote inputs are late by 1..4 frames (lateInputFraction
+//                 reports the measured share). Actions are uniform random each frame, so most late
+//                 inputs were mispredicted and produce rollback plans (replay actions are read and
+//                 resnapshot frames saved, as a page does).
+import fs from 'node:fs';
+import os from 'node:os';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { loadP2PSync } from './p2psync.js';
+import { NetSim } from './netsim.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+// ---------------------------------------------------------------------------------------------- args
+const opt = { json: false, jsonFile: null, native: null, quick: false, only: null, memoryFrames: null };
+function parseArgs(args) {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--json') {
+      opt.json = true;
+      if (args[i + 1] && !args[i + 1].startsWith('--')) opt.jsonFile = args[++i];
+    } else if (a === '--native') opt.native = args[++i];
+    else if (a === '--quick') opt.quick = true;
+    else if (a === '--only') opt.only = new Set(args[++i].split(','));
+    else if (a === '--memory-frames') opt.memoryFrames = Number(args[++i]);
+    else {
+      console.error('usage: node web/bench.mjs [--json [FILE]] [--native FILE] [--quick] [--only frame,calls,codec,hash,memory,size,pyodide] [--memory-frames N]');
+      process.exit(2);
+    }
+  }
+  RUNS = opt.quick ? 3 : 9;
+  MIN_MS = opt.quick ? 20 : 100;
+}
+const want = (s) => !opt.only || opt.only.has(s);
+let RUNS = 9;
+let MIN_MS = 100;
+const log = (...m) => { if (!opt.json || opt.jsonFile) console.error('[bench]', ...m); };
+
+// ---------------------------------------------------------------------------------------------- stats
+// Every sample is taken twice over: wall time (the figure) and the process's CPU time (user +
+// sys, reported as `cpu`: the median of the CPU-time samples). On a loaded host the wall time
+// includes time the process was descheduled; the CPU time does not.
+const median = (v) => {
+  const a = [...v].sort((x, y) => x - y), n = a.length;
+  return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2;
+};
+function stat(values, unit, cpuValues = null) {
+  const v = [...values].sort((a, b) => a - b);
+  const s = { median: round(median(v)), min: round(v[0]), max: round(v[v.length - 1]), runs: v.length, unit };
+  if (cpuValues) s.cpu = round(median(cpuValues));
+  return s;
+}
+function round(x) { return Number.isFinite(x) ? Number(x.toPrecision(4)) : x; }
+/** fn() returns one sample {wall, cpu}; one warm-up call, then `runs` samples. */
+function repeat(runs, unit, fn) {
+  fn();
+  const w = [], c = [];
+  for (let i = 0; i < runs; i++) {
+    const x = fn();
+    w.push(x.wall);
+    c.push(x.cpu);
+  }
+  return stat(w, unit, c);
+}
+/** Runs work() once; returns {ms, cpuMs}. */
+function timed(work) {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  work();
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { ms, cpuMs: (c.user + c.system) / 1000 };
+}
+/** Calls op(i) in growing batches for at least minMs; returns {ms, cpuMs} per call. */
+function perCall(op, minMs = MIN_MS) {
+  let n = 0, batch = 4;
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < minMs) {
+    for (let i = 0; i < batch; i++) op(n + i);
+    n += batch;
+    if (batch < 1 << 20) batch *= 2;
+    t = performance.now();
+  }
+  const c = process.cpuUsage(c0);
+  return { ms: (t - t0) / n, cpuMs: (c.user + c.system) / 1000 / n };
+}
+const ns = (pc) => ({ wall: pc.ms * 1e6, cpu: pc.cpuMs * 1e6 });
+const gbps = (gb, pc) => ({ wall: gb / (pc.ms / 1000), cpu: gb / (pc.cpuMs / 1000) });
+
+// mulberry32, as in netsim.js and tests/native/bench_native.cpp
+function rng(seed) {
+  let a = seed | 0;
+  const u32 = () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+  const r = () => u32() / 4294967296;
+  r.u32 = u32;
+  r.below = (n) => Math.floor(r() * n);
+  return r;
+}
+
+/** A JSON state text of exactly `bytes` bytes (same generator as bench_native.cpp). */
+export function stateText(bytes) {
+  const r = rng(12345);
+  let s = '{"entities":[';
+  for (let i = 0; ; i++) {
+    const v = ((r.u32() % 2000000) - 1000000) / 4096; // exact binary fraction: same text as %.17g
+    const item = `${i ? ',' : ''}{"id":${i},"kind":"k${r.u32() % 7}","v":${v},"x":${r.u32() % 64},"y":${r.u32() % 48}}`;
+    if (s.length + item.length + 11 > bytes) break;
+    s += item;
+  }
+  s += '],"pad":"';
+  s += 'x'.repeat(Math.max(0, bytes - 2 - s.length));
+  return s + '"}';
+}
+
+// ---------------------------------------------------------------------------------------------- host
+function hostInfo() {
+  let cpu = 'unknown';
+  try {
+    const m = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.+)$/m);
+    if (m) cpu = m[1].trim();
+  } catch { cpu = os.cpus()[0]?.model ?? 'unknown'; }
+  return {
+    cpu,
+    cores: os.cpus().length,
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${os.platform()} ${os.arch()}`,
+    loadavg: { start: os.loadavg().map((x) => round(x)) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------- frame sim
+const FREEZE_P_10PCT = 0.048;
+const FRAME_MS = 1000 / 60;
+
+/**
+ * N engines in one module exchanging their P2P packets in-process (see the header comment).
+ * gameStep: optional {save(i, frame) -> state, load(i, frame, text), step(i, actions)} for a real
+ * game; without it snapshots are 16 bytes and nothing is stepped.
+ */
+class FrameSim {
+  constructor(lib, { players = 2, freezeP = 0, config = {}, seed = 1 } = {}) {
+    this.n = players;
+    this.freezeP = freezeP;
+    this.delay = config.inputDelay ?? 2;
+    this.engines = [];
+    for (let i = 0; i < players; i++) {
+      const e = new lib.SyncEngine({ numPlayers: players, localPlayerIndex: i, hashInterval: 6000, ...config });
+      for (let j = 0; j < players; j++) if (j !== i) e.onChannelOpen(j, 0);
+      this.engines.push(e);
+    }
+    this.actRng = Array.from({ length: players }, (_, i) => rng(1000 + i + seed * 7919));
+    this.linkRng = rng(777 + seed);
+    // per directed link: ring queue of preallocated packet buffers
+    this.links = Array.from({ length: players * players }, () => ({
+      q: [], head: 0, pool: [], frozenUntil: 0, maxHeader: -1,
+    }));
+    this.plans = new Array(players).fill(null);
+    this.tick = 0;
+    this.snap = new Uint8Array(16);
+    this.snapDv = new DataView(this.snap.buffer);
+    this.c = { packets: 0, relay: 0, events: 0, inputs: 0, late: 0, rollbacks: 0, replayed: 0, nonRun: 0, frames: 0 };
+  }
+
+  delete() { for (const e of this.engines) e.delete(); }
+
+  save(e, frame) {
+    this.snapDv.setUint32(0, frame, true);
+    e.saveSnapshot(frame, this.snap);
+  }
+
+  enqueue(from, to, bytes) {
+    const l = this.links[from * this.n + to];
+    let release = this.tick;
+    if (this.freezeP > 0) {
+      if (this.tick < l.frozenUntil) release = l.frozenUntil;
+      else if (this.linkRng() < this.freezeP) {
+        l.frozenUntil = this.tick + this.delay + 1 + this.linkRng.below(4) - 1;
+        release = l.frozenUntil;
+      }
+    }
+    const slot = l.pool.pop() ?? { release: 0, len: 0, buf: new Uint8Array(2048) };
+    slot.release = release;
+    slot.len = bytes.length;
+    slot.buf.set(bytes);
+    l.q.push(slot);
+  }
+
+  step() {
+    const now = this.tick * FRAME_MS;
+    const n = this.n, c = this.c;
+    for (let i = 0; i < n; i++) {
+      const e = this.engines[i];
+      const plan = e.advance(now, this.actRng[i].below(5));
+      this.plans[i] = plan;
+      c.frames++;
+      const rb = plan.rollback;
+      if (rb) {
+        c.rollbacks++;
+        for (let k = 0; k < rb.count; k++) {
+          rb.actions(k); // what a page hands to the env's replay
+          if (rb.resnapshot(k)) this.save(e, rb.loadFrame + k);
+        }
+        c.replayed += rb.count;
+      }
+      if (plan.status === 'RUN') {
+        if (plan.saveSnapshot) this.save(e, plan.frame);
+      } else c.nonRun++;
+      c.events += plan.events.length;
+      const out = plan.outgoing;
+      for (let k = 0; k < out.length; k++) {
+        const o = out[k];
+        if (o.path !== 'p2p') { c.relay++; continue; }
+        if (o.to >= 0) this.enqueue(i, o.to, o.bytes);
+        else for (let t = 0; t < n; t++) if (t !== i) this.enqueue(i, t, o.bytes);
+      }
+    }
+    for (let to = 0; to < n; to++) {
+      const e = this.engines[to];
+      for (let from = 0; from < n; from++) {
+        if (from === to) continue;
+        const l = this.links[from * n + to];
+        while (l.head < l.q.length && l.q[l.head].release <= this.tick) {
+          const p = l.q[l.head++];
+          const b = p.buf;
+          if (p.len >= 9 && b[0] === 0x01) { // INPUT: count input lateness
+            const h = ((b[3] << 24) | (b[4] << 16) | (b[5] << 8) | b[6]) >>> 0;
+            // the receiver's next frame to execute, from its last plan (no extra WASM call)
+            const pl = this.plans[to];
+            const cur = pl.status === 'RUN' ? pl.frame + 1 : pl.frame;
+            for (let g = l.maxHeader + 1; g <= h; g++) { c.inputs++; if (g < cur) c.late++; }
+            if (h > l.maxHeader) l.maxHeader = h;
+          }
+          e.receive(b.subarray(0, p.len), from, 'p2p', now);
+          l.pool.push(p);
+          c.packets++;
+        }
+        if (l.head === l.q.length) { l.q.length = 0; l.head = 0; }
+      }
+    }
+    this.tick++;
+  }
+}
+
+function frameBench(lib, { players, freezeP = 0, config = {}, frames }) {
+  const sim = new FrameSim(lib, { players, freezeP, config });
+  for (let i = 0; i < 2000; i++) sim.step();
+  const c0 = { ...sim.c };
+  const v = [], cpu = [];
+  for (let r = 0; r < RUNS; r++) {
+    const t = timed(() => { for (let f = 0; f < frames; f++) sim.step(); });
+    v.push((t.ms * 1000) / (frames * players));
+    cpu.push((t.cpuMs * 1000) / (frames * players));
+  }
+  const d = (k) => sim.c[k] - c0[k];
+  const ef = d('frames');
+  sim.delete();
+  return {
+    ...stat(v, 'us', cpu),
+    framesPerRun: frames,
+    packetsPerEngineFrame: round(d('packets') / ef),
+    lateInputFraction: round(d('inputs') ? d('late') / d('inputs') : 0),
+    rollbacksPerFrame: round(d('rollbacks') / ef),
+    replayedFramesPerFrame: round(d('replayed') / ef),
+    nonRunFraction: round(d('nonRun') / ef),
+    eventsPerFrame: round(d('events') / ef),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------- calls
+/** Wraps every Embind Engine method and module function with a counter. Returns {counts, restore}. */
+function instrument(M) {
+  const counts = {};
+  const undo = [];
+  const wrap = (obj, name, label) => {
+    const orig = obj[name];
+    if (typeof orig !== 'function') return;
+    counts[label] = 0;
+    obj[name] = function (...a) { counts[label]++; return orig.apply(this, a); };
+    undo.push(() => { obj[name] = orig; });
+  };
+  const proto = M.Engine.prototype;
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    if (name === 'constructor') continue;
+    const d = Object.getOwnPropertyDescriptor(proto, name);
+    if (d && typeof d.value === 'function') wrap(proto, name, `Engine.${name}`);
+  }
+  const skip = new Set(['print', 'printErr', 'locateFile', 'getInheritedInstanceCount', 'getLiveInheritedInstances',
+    'flushPendingDeletes', 'setDelayFunction', 'count_emval_handles', 'get_first_emval', 'run', 'Engine']);
+  for (const name of Object.keys(M)) {
+    if (skip.has(name) || /^[A-Z]/.test(name) || name.startsWith('HEAP') || name.startsWith('dyn')) continue;
+    if (typeof M[name] === 'function') wrap(M, name, name);
+  }
+  return { counts, restore: () => undo.forEach((f) => f()) };
+}
+
+function callsBench(lib, { players = 2, freezeP = 0, frames }) {
+  const sim = new FrameSim(lib, { players, freezeP });
+  for (let i = 0; i < 500; i++) sim.step(); // also resolves Emscripten's lazy export wrappers
+  const { counts, restore } = instrument(lib._module);
+  const f0 = sim.c.frames, p0 = sim.c.packets;
+  try {
+    for (let i = 0; i < frames; i++) sim.step();
+  } finally {
+    restore();
+  }
+  const ef = sim.c.frames - f0;
+  const packets = sim.c.packets - p0;
+  sim.delete();
+  const byName = {};
+  let total = 0, receives = 0;
+  for (const [k, v] of Object.entries(counts)) {
+    if (!v) continue;
+    byName[k] = round(v / ef);
+    if (k === '_p2psync_receive' || k === 'Engine.receive') receives += v;
+    else total += v;
+  }
+  return { perFrame: round(total / ef), receivesPerFrame: round(receives / ef), packetsPerFrame: round(packets / ef), byName };
+}
+
+// ---------------------------------------------------------------------------------------------- codec
+function codecBench(lib) {
+  const msg = { type: 'INPUT', playerIndex: 1, frame: 1009, inputs: Array.from({ length: 10 }, (_, i) => ({ frame: 1000 + i, action: i % 5 })) };
+  const bytes = lib.encode(msg);
+  let sink = 0;
+  const enc = repeat(RUNS, 'ns', () => ns(perCall((i) => { msg.inputs[9].action = i & 3; sink += lib.encode(msg).length; })));
+  const dec = repeat(RUNS, 'ns', () => ns(perCall((i) => { bytes[bytes.length - 1] = i & 3; sink += lib.decode(bytes).inputs.length; })));
+  if (sink === 42) log('sink');
+  return { packetBytes: bytes.length, encodeNsPerPacket: enc, decodeNsPerPacket: dec };
+}
+
+// ---------------------------------------------------------------------------------------------- hash
+function hashBench(lib) {
+  const M = lib._module;
+  const out = {};
+  const stagedFn = M._p2psync_hash_staged ? (len) => M._p2psync_hash_staged(len, 0) : (len) => M.hashStaged(len, 0);
+  for (const [name, size] of [['1KB', 1024], ['16KB', 16384], ['256KB', 262144]]) {
+    const text = stateText(size);
+    const bytes = new TextEncoder().encode(text);
+    const gb = bytes.length / 1e9;
+    const hex = lib.hash(text); // stages the text
+    if (lib.hash(bytes) !== hex) throw new Error('hash(bytes) != hash(text)');
+    let sink = 0;
+    const staged = repeat(RUNS, 'GB/s', () => { lib.hash(text); return gbps(gb, perCall(() => { sink += stagedFn(bytes.length) ? 1 : 0; })); });
+    const str = repeat(RUNS, 'GB/s', () => gbps(gb, perCall(() => { sink += lib.hash(text).length; })));
+    const byt = repeat(RUNS, 'GB/s', () => gbps(gb, perCall(() => { sink += lib.hash(bytes).length; })));
+    const canon = repeat(opt.quick ? 3 : 5, 'GB/s', () => gbps(gb, perCall(() => { sink += lib.hash(text, { floatDigits: 6 }).length; })));
+    if (sink === 42) log('sink');
+    out[name] = {
+      bytes: bytes.length, digest: hex,
+      rawStagedGBps: staged, rawStringGBps: str, rawBytesGBps: byt, canonicalGBps: canon,
+    };
+  }
+  out.stagedCall = M._p2psync_hash_staged ? '_p2psync_hash_staged (plain export)' : 'hashStaged (Embind, returns a string)';
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- memory
+/** A toy game (positions + a rolling hash of every action) with ~1 KB JSON snapshots. */
+function toyGame(actors) {
+  const pad = 'x'.repeat(900);
+  return {
+    frame: 0, h: 2166136261, pos: new Array(actors).fill(0),
+    step(a) {
+      for (let i = 0; i < actors; i++) {
+        this.h = Math.imul(this.h ^ (a[i] + 31 * i), 16777619) >>> 0;
+        const x = a[i] % 5;
+        this.pos[i] += x === 1 ? 1 : x === 2 ? -1 : x === 3 ? 7 : x === 4 ? -7 : 0;
+      }
+      this.frame++;
+    },
+    state() { return JSON.stringify({ frame: this.frame, h: this.h, pad, pos: this.pos }); },
+    load(text) { const s = JSON.parse(text); this.frame = s.frame; this.h = s.h; this.pos = s.pos; },
+  };
+}
+
+async function memoryBench(lib, totalFrames) {
+  const N = 2;
+  const net = new NetSim({ seed: 7, numPeers: N, profile: 'bad' });
+  const engines = [], games = [], acts = [], actRng = [];
+  for (let i = 0; i < N; i++) {
+    const e = new lib.SyncEngine({ numPlayers: N, localPlayerIndex: i });
+    for (let j = 0; j < N; j++) if (j !== i) e.onChannelOpen(j, 0);
+    engines.push(e); games.push(toyGame(N)); acts.push(0); actRng.push(rng(50 + i));
+  }
+  const c = { rollbacks: 0, replayed: 0, stalls: 0, waits: 0, desyncs: 0, errors: 0, p2p: 0, relay: 0, ticks: 0 };
+  const deliver = (to, from, path, payload, at) => {
+    const e = engines[to];
+    if (path === 'p2p') { c.p2p++; e.receive(payload, from, 'p2p', at); return; }
+    c.relay++;
+    e.receiveRelay(payload.event, payload.data, from, at);
+  };
+  function tick() {
+    const now = c.ticks * FRAME_MS;
+    net.advanceTo(now, deliver);
+    for (let i = 0; i < N; i++) {
+      const e = engines[i], g = games[i];
+      if (actRng[i]() < 0.2) acts[i] = actRng[i].below(5);
+      const plan = e.advance(now, acts[i]);
+      const rb = plan.rollback;
+      if (rb) {
+        c.rollbacks++;
+        g.load(e.snapshotText(rb.loadFrame));
+        for (let k = 0; k < rb.count; k++) {
+          if (rb.resnapshot(k)) e.saveSnapshot(rb.loadFrame + k, g.state());
+          g.step(rb.actions(k));
+        }
+        c.replayed += rb.count;
+      }
+      if (plan.status === 'RUN') {
+        if (plan.saveSnapshot) e.saveSnapshot(plan.frame, g.state());
+        g.step(plan.actions);
+      } else if (plan.status === 'STALL') c.stalls++;
+      else if (plan.status === 'WAIT') c.waits++;
+      for (const ev of plan.events) {
+        if (ev.type === 'desync') c.desyncs++;
+        else if (ev.type === 'error') c.errors++;
+      }
+      for (const o of plan.outgoing) {
+        if (o.path === 'p2p') net.send(i, o.to, 'p2p', o.bytes);
+        else net.send(i, o.to, 'relay', { event: o.event, data: o.data });
+      }
+    }
+    c.ticks++;
+  }
+  const minFrame = () => Math.min(...engines.map((e) => e.frame));
+  while (minFrame() < 10000) tick(); // warm-up
+  const warm = lib.heapBytes();
+  const engineBytes = engines[0].memoryBytes();
+  const checkpoints = [{ frames: minFrame(), heapBytes: warm }];
+  const step = Math.max(10000, Math.round(totalFrames / 10));
+  const t0 = performance.now();
+  let next = step;
+  while (minFrame() < totalFrames) {
+    tick();
+    if (engines[0].frame >= next && engines[1].frame >= next) {
+      checkpoints.push({ frames: next, heapBytes: lib.heapBytes() });
+      log(`memory: ${next} frames, heap ${lib.heapBytes()} B`);
+      next += step;
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const end = lib.heapBytes();
+  const m = engines[0].exportSessionMetrics();
+  for (const e of engines) e.delete();
+  return {
+    profile: 'bad', players: N, frames: totalFrames,
+    heapBytesAfterWarmup: warm, heapBytesAfter: end, growthBytes: end - warm, flat: end === warm,
+    engineMemoryBytes: engineBytes,
+    checkpoints,
+    session: {
+      ticks: c.ticks, rollbacks: c.rollbacks, replayedFrames: c.replayed, stalls: c.stalls, waits: c.waits,
+      desyncEvents: c.desyncs, errorEvents: c.errors, p2pDelivered: c.p2p, relayDelivered: c.relay,
+      p2pLost: net.counters.p2p.lost, seconds: round(seconds),
+      rollbacksEngine0: m.rollbacks?.count ?? undefined,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------- size
+function sizeBench() {
+  const files = { wasm: 'build/wasm/p2psync.wasm', loader: 'build/wasm/p2psync.mjs', glue: 'web/p2psync.js' };
+  const out = {};
+  for (const [k, p] of Object.entries(files)) {
+    const b = fs.readFileSync(`${ROOT}/${p}`);
+    out[k] = { path: p, bytes: b.length, gzipBytes: zlib.gzipSync(b, { level: 9 }).length };
+  }
+  out.wasmPlusLoaderGzipBytes = out.wasm.gzipBytes + out.loader.gzipBytes;
+  out.wasmPlusLoaderPlusGlueGzipBytes = out.wasmPlusLoaderGzipBytes + out.glue.gzipBytes;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- pyodide
+async function pyodideBench(lib) {
+  const { createPyodideEnv } = await import('./envs/pyodide_env.js');
+  const { loadPyodide } = await import('pyodide');
+  const t0 = performance.now();
+  const pyodide = await loadPyodide();
+  const loadMs = performance.now() - t0;
+  const N = 2;
+  const envs = [];
+  for (let i = 0; i < N; i++) envs.push(await createPyodideEnv({ pyodide, numPlayers: N, seed: 3 }));
+  const FRAMES = opt.quick ? 300 : 600;
+  const stateBytes = envs[0].getState().length;
+
+  // Baseline: the same envs stepped with the same kind of actions, no sync.
+  function baseline() {
+    const r = [rng(90), rng(91)];
+    const a = new Uint8Array(N);
+    return timed(() => {
+      for (let f = 0; f < FRAMES; f++) {
+        for (let i = 0; i < N; i++) {
+          for (let j = 0; j < N; j++) a[j] = r[j].below(5);
+          envs[i].step(a);
+        }
+      }
+    });
+  }
+
+  // Sync: engines + snapshots (getState/saveSnapshot) + rollbacks (setState + one batched replay).
+  function synced(freezeP) {
+    for (const env of envs) env.reset(3);
+    const sim = new FrameSim(lib, { players: N, freezeP, config: { hashInterval: 5 } });
+    const counts = { rollbacks: 0, replayed: 0, snapshots: 0, desyncs: 0, nonRun: 0 };
+    // Replace FrameSim's 16-byte snapshots with the env's state, and step the env.
+    const runTick = () => {
+      const now = sim.tick * FRAME_MS;
+      for (let i = 0; i < N; i++) {
+        const e = sim.engines[i], env = envs[i];
+        const plan = e.advance(now, sim.actRng[i].below(5));
+        const rb = plan.rollback;
+        if (rb) {
+          counts.rollbacks++;
+          env.setState(e.snapshot(rb.loadFrame));
+          const frames = [];
+          for (let k = 0; k < rb.count; k++) frames.push(rb.actions(k));
+          const saved = env.replay(frames, (k) => rb.resnapshot(k));
+          for (let k = 0; k < rb.count; k++) if (saved[k] !== null) { e.saveSnapshot(rb.loadFrame + k, saved[k]); counts.snapshots++; }
+          counts.replayed += rb.count;
+        }
+        if (plan.status === 'RUN') {
+          if (plan.saveSnapshot) { e.saveSnapshot(plan.frame, env.getState()); counts.snapshots++; }
+          env.step(plan.actions);
+        } else counts.nonRun++;
+        for (const ev of plan.events) if (ev.type === 'desync') counts.desyncs++;
+        for (const o of plan.outgoing) {
+          if (o.path !== 'p2p') continue;
+          if (o.to >= 0) sim.enqueue(i, o.to, o.bytes);
+          else for (let t = 0; t < N; t++) if (t !== i) sim.enqueue(i, t, o.bytes);
+        }
+      }
+      for (let to = 0; to < N; to++) {
+        for (let from = 0; from < N; from++) {
+          if (from === to) continue;
+          const l = sim.links[from * N + to];
+          while (l.head < l.q.length && l.q[l.head].release <= sim.tick) {
+            const p = l.q[l.head++];
+            sim.engines[to].receive(p.buf.subarray(0, p.len), from, 'p2p', now);
+            l.pool.push(p);
+          }
+          if (l.head === l.q.length) { l.q.length = 0; l.head = 0; }
+        }
+      }
+      sim.tick++;
+    };
+    for (let f = 0; f < 60; f++) runTick(); // warm-up
+    const t = timed(() => { for (let f = 0; f < FRAMES; f++) runTick(); });
+    sim.delete();
+    return { t, counts };
+  }
+
+  const result = { pyodideVersion: pyodide.version, loadMs: round(loadMs), stateBytes, framesPerRun: FRAMES };
+  for (const [name, freezeP] of [['steady', 0], ['late10pct', FREEZE_P_10PCT]]) {
+    baseline(); synced(freezeP); // warm-up
+    const base = [], sync = [], over = [], baseC = [], syncC = [], overC = [];
+    let counts = null;
+    const per = (ms) => (ms * 1000) / (FRAMES * N);
+    for (let r = 0; r < (opt.quick ? 3 : 5); r++) { // interleaved, so load changes hit both
+      const b = baseline();
+      const s = synced(freezeP);
+      counts = s.counts;
+      base.push(per(b.ms)); baseC.push(per(b.cpuMs));
+      sync.push(per(s.t.ms)); syncC.push(per(s.t.cpuMs));
+      over.push(per(s.t.ms - b.ms)); overC.push(per(s.t.cpuMs - b.cpuMs));
+    }
+    result[name] = {
+      overheadUs: stat(over, 'us', overC), baselineUsPerFrame: stat(base, 'us', baseC), syncedUsPerFrame: stat(sync, 'us', syncC),
+      lastRun: {
+        rollbacksPerFrame: round(counts.rollbacks / (FRAMES * N)), replayedFramesPerFrame: round(counts.replayed / (FRAMES * N)),
+        snapshotsPerFrame: round(counts.snapshots / (FRAMES * N)), desyncEvents: counts.desyncs, nonRunFrames: counts.nonRun,
+      },
+    };
+  }
+  for (const env of envs) env.destroy();
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------- goals
+function goals(r) {
+  const g = [];
+  const add = (figure, value, op, target, unit, note = '') => {
+    if (value === undefined || value === null) return;
+    const ok = op === '<=' ? value <= target : op === '>=' ? value >= target : value === target;
+    g.push({ figure, value, goal: `${op} ${target}${unit ? ' ' + unit : ''}`, met: ok, note });
+  };
+  add('frameUs.steady2p (median)', r.frameUs?.steady2p?.median, '<=', 2, 'µs');
+  add('frameUs.late10pct2p (median)', r.frameUs?.late10pct2p?.median, '<=', 5, 'µs');
+  add('callsPerFrame (steady 2p)', r.callsPerFrame?.steady2p?.perFrame, '<=', 2, '');
+  add('hash 16KB copy excluded (median)', r.hash?.['16KB']?.rawStagedGBps?.median, '>=', 3, 'GB/s');
+  if (r.memory) add('memory growth over the run', r.memory.growthBytes, '==', 0, 'B');
+  add('.wasm+loader gzip', r.wasmBytes ? round(r.wasmBytes.wasmPlusLoaderGzipBytes / 1024) : undefined, '<=', 120, 'KiB');
+  return g;
+}
+
+// ---------------------------------------------------------------------------------------------- table
+function table(r) {
+  const rows = [];
+  const S = (name, s, goal = '', note = '') => { if (s) rows.push([name, s.median, s.min, s.max, s.cpu ?? '', s.unit, goal, note]); };
+  const V = (name, v, unit, goal = '', note = '') => { if (v !== undefined) rows.push([name, v, '', '', '', unit, goal, note]); };
+  const f = r.frameUs;
+  if (f) {
+    S('frameUs.steady2p', f.steady2p, '≤ 2', `${f.steady2p.packetsPerEngineFrame} pkt/frame`);
+    S('frameUs.late10pct2p', f.late10pct2p, '≤ 5',
+      `late ${(100 * f.late10pct2p.lateInputFraction).toFixed(1)}%, ${f.late10pct2p.rollbacksPerFrame} rb/frame, ${f.late10pct2p.replayedFramesPerFrame} replayed/frame`);
+    S('frameUs.steady4p', f.steady4p, '', `${f.steady4p.packetsPerEngineFrame} pkt/frame`);
+    S('frameUs.steady2pHashSync', f.steady2pHashSync, '', 'hashInterval 5 (hash exchange on)');
+  }
+  const c = r.callsPerFrame;
+  if (c) {
+    V('callsPerFrame.steady2p', c.steady2p.perFrame, 'calls', '≤ 2', Object.entries(c.steady2p.byName).filter(([k]) => !/receive/.test(k)).map(([k, v]) => `${k} ${v}`).join(', '));
+    V('callsPerFrame.late10pct2p', c.late10pct2p.perFrame, 'calls', '', `+ ${c.late10pct2p.receivesPerFrame} receive/frame`);
+  }
+  if (r.codec) {
+    S('codec.encodeNsPerPacket (JS API)', r.codec.encodeNsPerPacket, '', `INPUT x10, ${r.codec.packetBytes} B`);
+    S('codec.decodeNsPerPacket (JS API)', r.codec.decodeNsPerPacket);
+  }
+  const n = r.native;
+  if (n?.codec) {
+    S('codec.encodeNsPerPacket (native)', n.codec.encodeNsPerPacket);
+    S('codec.decodeNsPerPacket (native)', n.codec.decodeNsPerPacket);
+  }
+  for (const size of ['1KB', '16KB', '256KB']) {
+    const h = r.hash?.[size];
+    if (h) {
+      S(`hash.${size}.rawStaged (copy excluded)`, h.rawStagedGBps, size === '16KB' ? '≥ 3' : '');
+      S(`hash.${size}.rawString (copy incl.)`, h.rawStringGBps, '', 'lib.hash(text)');
+      S(`hash.${size}.rawBytes (copy incl.)`, h.rawBytesGBps, '', 'lib.hash(Uint8Array)');
+      S(`hash.${size}.canonical`, h.canonicalGBps, '', 'floatDigits 6');
+    }
+    const nh = n?.hash?.[size];
+    if (nh) {
+      S(`hash.${size}.raw (native)`, nh.rawGBps);
+      S(`hash.${size}.canonical (native)`, nh.canonicalGBps);
+    }
+  }
+  if (n?.frameUs) {
+    S('frameUs.steady2p (native)', n.frameUs.steady2p);
+    S('frameUs.late10pct2p (native)', n.frameUs.late10pct2p, '', `late ${(100 * n.frameUs.late10pct2p.lateInputFraction).toFixed(1)}%`);
+    S('frameUs.steady4p (native)', n.frameUs.steady4p);
+  }
+  const m = r.memory;
+  if (m) {
+    V('memory.heapBytes after warm-up', m.heapBytesAfterWarmup, 'B');
+    V(`memory.heapBytes after ${m.frames} frames (bad)`, m.heapBytesAfter, 'B', 'flat', m.flat ? 'no growth' : `GREW by ${m.growthBytes} B`);
+    V('memory.engine.memoryBytes()', m.engineMemoryBytes, 'B');
+  }
+  const w = r.wasmBytes;
+  if (w) {
+    V('wasmBytes.wasm', w.wasm.bytes, 'B', '', `gzip -9 ${w.wasm.gzipBytes} B`);
+    V('wasmBytes.loader (p2psync.mjs)', w.loader.bytes, 'B', '', `gzip -9 ${w.loader.gzipBytes} B`);
+    V('wasmBytes.glue (web/p2psync.js)', w.glue.bytes, 'B', '', `gzip -9 ${w.glue.gzipBytes} B`);
+    V('wasmBytes.wasm+loader gzip', w.wasmPlusLoaderGzipBytes, 'B', '≤ 120 KiB', `${(w.wasmPlusLoaderGzipBytes / 1024).toFixed(1)} KiB; +glue ${(w.wasmPlusLoaderPlusGlueGzipBytes / 1024).toFixed(1)} KiB`);
+  }
+  const p = r.pyodideOverheadUs;
+  if (p) {
+    for (const k of ['steady', 'late10pct']) {
+      const x = p[k];
+      if (!x) continue;
+      S(`pyodideOverheadUs.${k}`, x.overheadUs, '', `env alone ${x.baselineUsPerFrame.median} µs, synced ${x.syncedUsPerFrame.median} µs; ${x.lastRun.rollbacksPerFrame} rb/frame`);
+    }
+  }
+  const fmt = (x) => (typeof x === 'number' ? (Math.abs(x) >= 1e5 ? String(x) : String(round(x))) : String(x));
+  const head = ['figure', 'median', 'min', 'max', 'cpu', 'unit', 'goal', 'notes'];
+  const all = [head, ...rows.map((row) => row.map(fmt))];
+  const wcol = head.map((_, i) => Math.max(...all.map((row) => row[i].length)));
+  const line = (row) => row.map((x, i) => (i >= 1 && i <= 4 ? x.padStart(wcol[i]) : x.padEnd(wcol[i]))).join('  ').trimEnd();
+  const outLines = [line(head), wcol.map((x) => '-'.repeat(x)).join('  ')];
+  for (const row of all.slice(1)) outLines.push(line(row));
+  return outLines.join('\n');
+}
+
+export function render(r) {
+  const h = r.host;
+  const lines = [];
+  lines.push(`p2psync benchmarks, ${r.date}`);
+  lines.push(`host: ${h.cpu} (${h.cores} logical CPUs), Node ${h.node} (V8 ${h.v8}), ${h.platform}; ` +
+    `load average ${h.loadavg.start.join(' ')} at start, ${(h.loadavg.end ?? []).join(' ')} at end`);
+  lines.push(`each timed figure: median of ${RUNS} runs of wall time, min, max; cpu = median of the same runs in process CPU time`);
+  lines.push('frameUs: µs per engine-frame (advance + plan + receive of the remote packets); see web/bench.mjs for definitions');
+  lines.push('');
+  lines.push(table(r));
+  if (r.goals?.length) {
+    lines.push('');
+    lines.push('goals:');
+    for (const g of r.goals) lines.push(`  ${g.met ? 'met   ' : 'MISSED'}  ${g.figure}: ${g.value} (goal ${g.goal})`);
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------- main
+async function main() {
+  parseArgs(process.argv.slice(2));
+  const result = { date: new Date().toISOString().slice(0, 10), host: hostInfo(), quick: opt.quick };
+  const lib = await loadP2PSync();
+  result.hotPath = lib._module._p2psync_advance ? 'plain WASM exports (_p2psync_advance/_receive/_save_snapshot)' : 'Embind methods';
+  const frames = opt.quick ? 5000 : 20000;
+  if (want('frame')) {
+    log('frame loops');
+    result.frameUs = {
+      steady2p: frameBench(lib, { players: 2, frames }),
+      late10pct2p: frameBench(lib, { players: 2, freezeP: FREEZE_P_10PCT, frames }),
+      steady4p: frameBench(lib, { players: 4, frames: frames / 2 }),
+      steady2pHashSync: frameBench(lib, { players: 2, config: { hashInterval: 5 }, frames }),
+    };
+  }
+  if (want('calls')) {
+    log('calls per frame');
+    result.callsPerFrame = {
+      steady2p: callsBench(lib, { players: 2, frames: 6000 }),
+      late10pct2p: callsBench(lib, { players: 2, freezeP: FREEZE_P_10PCT, frames: 6000 }),
+      steady4p: callsBench(lib, { players: 4, frames: 3000 }),
+    };
+  }
+  if (want('codec')) { log('codec'); result.codec = codecBench(lib); }
+  if (want('hash')) { log('hash'); result.hash = hashBench(lib); }
+  if (want('size')) result.wasmBytes = sizeBench();
+  if (want('pyodide')) {
+    log('pyodide (loading Pyodide)');
+    try {
+      result.pyodideOverheadUs = await pyodideBench(lib);
+    } catch (e) {
+      result.pyodideOverheadUs = { error: String(e && e.message || e) };
+      log('pyodide skipped:', e && e.message);
+    }
+  }
+  if (want('memory')) {
+    const mf = opt.memoryFrames ?? (opt.quick ? 100000 : 1000000);
+    log(`memory (${mf} frames of the 'bad' profile)`);
+    result.memory = await memoryBench(lib, mf);
+  }
+  if (opt.native) {
+    try {
+      result.native = JSON.parse(fs.readFileSync(opt.native, 'utf8')).native;
+    } catch (e) {
+      log('native results unreadable:', e.message);
+    }
+  }
+  result.host.loadavg.end = os.loadavg().map((x) => round(x));
+  result.goals = goals(result);
+  if (result.pyodideOverheadUs?.error) result.pyodideOverheadUs = { error: result.pyodideOverheadUs.error };
+  const json = JSON.stringify(result, null, 2);
+  if (opt.json && !opt.jsonFile) {
+    process.stdout.write(json + '\n');
+  } else {
+    if (opt.jsonFile) fs.writeFileSync(opt.jsonFile, json + '\n');
+    console.log(render(result));
+  }
+}
+
+if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) await main();
