@@ -5,6 +5,8 @@
 // crosses as typed-array views of WASM memory at the addresses returned here, never as
 // std::string (Embind converts strings as UTF-8 and would mangle binary data).
 #include <emscripten/bind.h>
+#include <emscripten/emscripten.h>
+#include <malloc.h>
 
 #include <cstring>
 #include <memory>
@@ -225,6 +227,8 @@ class Engine {
   uint32_t rxCapacity() const { return static_cast<uint32_t>(e_->rxCapacity()); }
   int numActors() const { return e_->numActors(); }
   double frame() const { return e_->frame(); }
+  // Address of this handle, for the plain exports below.
+  uintptr_t handle() const { return reinterpret_cast<uintptr_t>(this); }
 
  private:
   std::unique_ptr<SyncEngine> e_;
@@ -233,6 +237,43 @@ class Engine {
 };
 
 }  // namespace
+
+// ---- hot path as plain WASM exports (Module._p2psync_*), called by web/p2psync.js. Embind's
+// generic invoker (no DYNAMIC_EXECUTION) costs ~0.2 us and allocates on every call; these are
+// direct calls. `h` is Engine::handle() (0: does nothing, returns -1); otherwise the same
+// semantics as the Embind methods of the same name.
+extern "C" {
+EMSCRIPTEN_KEEPALIVE int p2psync_advance(uintptr_t h, double nowMs, int localAction, double bufferedAmount) {
+  if (!h) return -1;
+  return reinterpret_cast<Engine*>(h)->advance(nowMs, localAction, bufferedAmount);
+}
+EMSCRIPTEN_KEEPALIVE int p2psync_receive(uintptr_t h, uint32_t len, int fromPeer, int via, double nowMs) {
+  if (!h) return -1;
+  return reinterpret_cast<Engine*>(h)->receive(len, fromPeer, via, nowMs);
+}
+EMSCRIPTEN_KEEPALIVE int p2psync_save_snapshot(uintptr_t h, double frame, uint32_t len) {
+  if (!h) return -1;
+  return reinterpret_cast<Engine*>(h)->saveSnapshot(frame, len) ? 1 : 0;
+}
+// Hash of `len` staged bytes into the message area's digest words (offsets 32/36: hi, lo).
+// floatDigits > 0: canonical mode. Returns 0 when the text is not JSON (canonical mode).
+EMSCRIPTEN_KEEPALIVE int p2psync_hash_staged(uint32_t len, int floatDigits) {
+  Staging& s = staging();
+  if (len > s.bytes.size()) return 0;
+  uint64_t h;
+  if (floatDigits > 0) {
+    if (!canonicalHash(reinterpret_cast<const char*>(s.bytes.data()), len, floatDigits, h)) return 0;
+  } else {
+    h = hashBytes(s.bytes.data(), len);
+  }
+  wr<uint32_t>(s.msg.data() + 32, static_cast<uint32_t>(h >> 32));
+  wr<uint32_t>(s.msg.data() + 36, static_cast<uint32_t>(h));
+  return 1;
+}
+// Bytes allocated by malloc (in use) in the WASM heap: a leak shows here long before the heap
+// (HEAPU8.buffer.byteLength) has to grow. Used by web/bench.mjs.
+EMSCRIPTEN_KEEPALIVE double p2psync_heap_used() { return static_cast<double>(mallinfo().uordblks); }
+}
 
 EMSCRIPTEN_BINDINGS(p2psync) {
   function("stagingPtr", &stagingPtr);
@@ -279,5 +320,6 @@ EMSCRIPTEN_BINDINGS(p2psync) {
       .function("rxPtr", &Engine::rxPtr)
       .function("rxCapacity", &Engine::rxCapacity)
       .function("numActors", &Engine::numActors)
-      .function("frame", &Engine::frame);
+      .function("frame", &Engine::frame)
+      .function("handle", &Engine::handle);
 }

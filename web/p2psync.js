@@ -91,6 +91,36 @@ function createLib(M) {
   }
   const decodeNames = rxNames.slice(0, 12);
 
+  // Plain WASM exports of the hot path (wasm/bindings.cpp), when the module has them. M is a
+  // dictionary-mode object, so each is looked up once, after its first call (Emscripten's lazy
+  // export wrapper replaces itself with the raw export on that call).
+  const hot = typeof M._p2psync_advance === 'function';
+  let rawAdvance = null, rawReceive = null, rawSave = null, rawHash = null;
+  function hotAdvance(h, nowMs, action, buffered) {
+    if (rawAdvance !== null) return rawAdvance(h, nowMs, action, buffered);
+    const r = M._p2psync_advance(h, nowMs, action, buffered);
+    rawAdvance = M._p2psync_advance;
+    return r;
+  }
+  function hotReceive(h, len, from, via, nowMs) {
+    if (rawReceive !== null) return rawReceive(h, len, from, via, nowMs);
+    const r = M._p2psync_receive(h, len, from, via, nowMs);
+    rawReceive = M._p2psync_receive;
+    return r;
+  }
+  function hotSave(h, frame, len) {
+    if (rawSave !== null) return rawSave(h, frame, len);
+    const r = M._p2psync_save_snapshot(h, frame, len);
+    rawSave = M._p2psync_save_snapshot;
+    return r;
+  }
+  function hotHash(len, floatDigits) {
+    if (rawHash !== null) return rawHash(len, floatDigits);
+    const r = M._p2psync_hash_staged(len, floatDigits);
+    rawHash = M._p2psync_hash_staged;
+    return r;
+  }
+
   // Shared staging memory (codec, hashing, snapshots). Re-taken when memory grows or moves.
   const st = { buf: null, bytes: null, msg: null, msgView: null, cap: 0 };
   function staging(minBytes = 0) {
@@ -251,8 +281,8 @@ function createLib(M) {
   function hash(state, options = {}) {
     const len = stageState(state);
     const d = options.floatDigits ?? 0;
-    if (M._p2psync_hash_staged) {
-      if (!M._p2psync_hash_staged(len, d)) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
+    if (hot) {
+      if (!hotHash(len, d)) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
       const dv = staging().msgView;
       return hex8(dv.getUint32(32, true)) + hex8(dv.getUint32(36, true));
     }
@@ -297,7 +327,7 @@ function createLib(M) {
       this._h = h;
       // Hot calls (advance, receive, saveSnapshot) go through plain WASM exports when the module
       // has them (wasm/bindings.cpp): Embind's invoker costs ~0.2 us and allocates per call.
-      this._e = typeof M._p2psync_advance === 'function' && typeof h.handle === 'function' ? h.handle() : 0;
+      this._e = hot && typeof h.handle === 'function' ? h.handle() : 0;
       this._buf = null;
       this._numActors = h.numActors();
       this._numBots = config.numBots ?? 0;
@@ -329,6 +359,9 @@ function createLib(M) {
     }
 
     _views() {
+      // Growing WASM memory detaches the old buffer, which empties every view on it: a cheap
+      // check (M.HEAPU8 is a dictionary-mode lookup).
+      if (this._H !== undefined && this._H.length !== 0) return;
       const buf = M.HEAPU8.buffer;
       if (buf === this._buf) return;
       this._buf = buf;
@@ -353,7 +386,7 @@ function createLib(M) {
       this._views();
       if (botActions && this._numBots) this._bot.set(botActions.length > this._numBots ? botActions.slice(0, this._numBots) : botActions);
       const status = this._e
-        ? M._p2psync_advance(this._e, nowMs, localAction | 0, +bufferedAmount || 0)
+        ? hotAdvance(this._e, nowMs, localAction | 0, +bufferedAmount || 0)
         : this._h.advance(nowMs, localAction | 0, +bufferedAmount || 0);
       this._views();
       const H = this._H;
@@ -406,7 +439,7 @@ function createLib(M) {
       const v = via === 'relay' ? 1 : 0;
       if (b.length <= this._rxCap) this._rx.set(b);
       return this._result(this._e
-        ? M._p2psync_receive(this._e, b.length, fromPeer, v, nowMs)
+        ? hotReceive(this._e, b.length, fromPeer, v, nowMs)
         : this._h.receive(b.length, fromPeer, v, nowMs));
     }
 
@@ -442,7 +475,7 @@ function createLib(M) {
 
     saveSnapshot(frame, state) {
       const len = stageState(state);
-      return this._e ? M._p2psync_save_snapshot(this._e, frame, len) !== 0 : this._h.saveSnapshot(frame, len);
+      return this._e ? hotSave(this._e, frame, len) === 1 : this._h.saveSnapshot(frame, len);
     }
 
     snapshot(frame) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "protocol.hpp"
@@ -57,6 +58,9 @@ bool parseLowerHex16(const json& v, uint64_t& out) {
 // Parses a payload that must be a JSON object of at most `maxLen` bytes.
 bool parseObject(const char* text, size_t len, size_t maxLen, json& out) {
   if (text == nullptr || len == 0 || len > maxLen) return false;
+  // nlohmann's lexer takes a NUL byte for the end of the input: "{...}\0<anything>" would parse.
+  // A NUL can never be part of JSON text (it must be escaped inside strings).
+  if (std::memchr(text, '\0', len) != nullptr) return false;
   out = json::parse(text, text + len, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/false);
   return !out.is_discarded() && out.is_object();
 }

@@ -271,9 +271,12 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
   if (confirmedFrame >= 0) {
     const uint64_t hi = std::min<uint64_t>(newestLocal_, static_cast<uint64_t>(confirmedFrame) + 1);
     static const ActionCounts kNoCounts;
-    for (uint64_t f64 = lo; f64 <= hi; f64 += cfg_.hashInterval) {
+    // The slot index of f + hashInterval is the next slot (mod hashHistory): kept incrementally,
+    // this loop runs over the whole history every frame and slotIndex() divides twice.
+    size_t idx = slotIndex(lo);
+    for (uint64_t f64 = lo; f64 <= hi; f64 += cfg_.hashInterval, idx = idx + 1 == cfg_.hashHistory ? 0 : idx + 1) {
       const auto f = static_cast<uint32_t>(f64);
-      LocalSlot& s = local_[slotIndex(f)];
+      LocalSlot& s = local_[idx];
       if (s.frame != f || !s.hasHash || !s.valid) continue;
       if (!s.sent || s.sentHash != s.hash) {
         const bool resend = s.sent;
@@ -303,7 +306,7 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
       }
       for (int p = 0; p < cfg_.numPlayers; ++p) {
         if (!validPeer(p)) continue;
-        RemoteSlot& r = remote(p, f);
+        RemoteSlot& r = remote_[static_cast<size_t>(p) * cfg_.hashHistory + idx];  // remote(p, f)
         if (r.frame != f) continue;
         if (r.compared && r.comparedLocal == s.hash) continue;
         compare(p, r, s, currentFrame, events);

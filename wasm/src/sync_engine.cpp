@@ -143,6 +143,10 @@ void SyncEngine::flushEvents() {
 
 void SyncEngine::feedConfirmedActions() {
   // State sync keeps per-actor action counts of confirmed frames (for the relay message).
+  // Not before state sync has begun this episode (the first snapshot, after the first advance):
+  // beginEpisode() resets its counts, so frames fed earlier would be lost and every later
+  // frame refused (when the peer's first inputs arrive before the first advance).
+  if (!stateSync_.episodeBegun() || stateSync_.episode() != episode_) return;
   while (countedUpTo_ < confirmed_) {
     uint32_t f = static_cast<uint32_t>(countedUpTo_ + 1);
     const FrameRecord& r = record(f);
@@ -283,8 +287,35 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
     stateSync_.localEpisodeEnd(static_cast<uint32_t>(localEndFrame_) - episodeStart_, nowMs);
     localEndSent_ = true;
   }
-  stateSync_.update(confirmed_ - static_cast<int64_t>(episodeStart_), cur_ - episodeStart_, p2pUsableAny(), nowMs, out_, events_);
-  if (!endEventEmitted_ && stateSync_.episodeEndSynced() &&
+  // State sync takes one P2P flag for all peers: use P2P only when every remote peer is reachable
+  // by it. With "any", END / READY addressed to a peer whose channel is closed would go into that
+  // channel forever (3+ players); the relay carries them (and p2p_state_sync) to everyone.
+  bool p2pAll = true;
+  for (int p = 0; p < cfg_.numPlayers; ++p)
+    if (p != local_ && !health_.p2pUsable(p)) p2pAll = false;
+  const size_t syncFrom = out_.size();
+  stateSync_.update(confirmed_ - static_cast<int64_t>(episodeStart_), cur_ - episodeStart_, p2pAll, nowMs, out_, events_);
+  // State sync writes its packets (STATE_HASH, END, READY) and p2p_state_sync messages straight
+  // into the outbox: count them as sent like every other packet (a P2P broadcast once per open channel).
+  for (size_t off = syncFrom; off + 8 <= out_.size();) {
+    const uint8_t* rec = out_.data() + off;
+    uint32_t len;
+    std::memcpy(&len, rec + 4, 4);
+    const Path path = static_cast<Path>(rec[1]);
+    if (static_cast<OutKind>(rec[0]) == OutKind::RelayJson) {
+      metrics_.packetSent(Path::Relay);
+    } else if (static_cast<OutKind>(rec[0]) == OutKind::Packet) {
+      if (path == Path::P2P && static_cast<int8_t>(rec[2]) < 0) {
+        for (int p = 0; p < cfg_.numPlayers; ++p)
+          if (p != local_ && health_.channelOpen(p)) metrics_.packetSent(Path::P2P);
+      } else {
+        metrics_.packetSent(path);
+      }
+    }
+    off += 8 + ((static_cast<size_t>(len) + 3) & ~size_t(3));
+  }
+  // (stateSync_ still holds the previous episode's synced END until the first snapshot of this one)
+  if (!endEventEmitted_ && stateSync_.episode() == episode_ && stateSync_.episodeEndSynced() &&
       confirmed_ >= static_cast<int64_t>(episodeStart_ + stateSync_.syncedEndFrame())) {
     endEventEmitted_ = true;
     uint32_t endRel = stateSync_.syncedEndFrame();
@@ -325,11 +356,15 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) 
   if (m.count == 0) return;
 
   const bool congested = bufferedAmount > cfg_.congestionBytes;
+  // New inputs: this frame's, and on the episode's first frame also the inputDelay default inputs
+  // the packet carries for the first time (the relay counts those too).
+  const bool firstSend = newInput && newest == static_cast<int64_t>(episodeStart_) + cfg_.inputDelay;
+  const uint32_t fresh = firstSend ? m.count : newInput ? 1u : 0u;
   for (int p = 0; p < cfg_.numPlayers; ++p) {
     if (p == local_) continue;
     if (health_.p2pUsable(p) && !congested) {
       emitPacket(out_, Path::P2P, p, m);
-      metrics_.inputSent(Path::P2P, newInput ? 1 : 0, m.count);
+      metrics_.inputSent(Path::P2P, fresh, m.count);
     }
   }
   // The relay carries every new input under "dual", and under "p2p-first" whenever some peer
@@ -667,7 +702,14 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   const bool first = !started_;
   if (!first) {
     if (!endEventEmitted_) return "the episode end is not synced yet (wait for the episodeEnd event)";
-    episodeStart_ = episodeStart_ + stateSync_.syncedEndFrame() + 1 + kEpisodeGap;
+    const uint32_t next = episodeStart_ + stateSync_.syncedEndFrame() + 1 + kEpisodeGap;
+    // A peer's END earlier than frames this engine has already confirmed (a lying or desynced
+    // peer: the synced end is the minimum of every END) would start the next episode inside
+    // them: frame numbers reused, stale inputs taken for new ones, the confirmed frame going
+    // back. Refuse: such a session cannot continue consistently.
+    if (static_cast<int64_t>(next) <= confirmed_)
+      return "the synced episode end is before frames already confirmed (a peer sent an inconsistent EPISODE_END)";
+    episodeStart_ = next;
     ++episode_;
     metrics_.beginEpisode();
   }
@@ -700,6 +742,9 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
 // ------------------------------------------------------------------------------------- reading
 
 int64_t SyncEngine::verifiedFrame() const {
+  // Until state sync begins the new episode (its first snapshot) it still holds the previous
+  // episode's verified frame, which is not a frame of this one.
+  if (stateSync_.episode() != episode_) return -1;
   uint32_t v = stateSync_.verifiedFrame();
   return v == 0 ? -1 : static_cast<int64_t>(episodeStart_ + v);
 }

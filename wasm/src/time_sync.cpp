@@ -14,6 +14,7 @@ void TimeSync::reset() {
   next_ = filled_ = 0;
   sinceWait_ = 0;
   avg_ = 0;
+  lastNow_ = -1;  // the pause between episodes is not a frame interval (frameMs_ is kept)
 }
 
 void TimeSync::onHeader(int peer, uint32_t headerFrame, double nowMs) {
@@ -29,6 +30,9 @@ bool TimeSync::update(double nowMs, uint32_t localTarget, const std::vector<doub
   // Frame duration: a smoothed interval between advance calls (the page's frame clock).
   if (lastNow_ >= 0 && nowMs > lastNow_) {
     double dt = nowMs - lastNow_;
+    // update() is not called while stalled, so one interval may span a stall or a paused page:
+    // clamp it (a lasting change of the frame rate is still followed, by up to 10% per frame).
+    if (intervals_ > 0) dt = std::min(dt, 2.0 * frameMs_);
     frameMs_ = intervals_ == 0 ? dt : frameMs_ * 0.9 + dt * 0.1;
     ++intervals_;
   }
