@@ -475,7 +475,12 @@ function createLib(M) {
 
     saveSnapshot(frame, state) {
       const len = stageState(state);
-      return this._e ? hotSave(this._e, frame, len) === 1 : this._h.saveSnapshot(frame, len);
+      const ok = this._e ? hotSave(this._e, frame, len) === 1 : this._h.saveSnapshot(frame, len);
+      // A state larger than the staging buffer grows WASM memory, which detaches every view:
+      // re-take them so plan.actions / rollback.actions(i) stay valid after a save.
+      this._views();
+      this._plan.actions = this._cur;
+      return ok;
     }
 
     snapshot(frame) {

@@ -46,6 +46,7 @@ namespace {
 
 constexpr int kEngines = 2;
 constexpr int kMaxOps = 400;
+constexpr int kMaxSteps = 4000;  // engine frames per input: keeps every run well inside -timeout
 
 [[noreturn]] void violation(const char* what, int engine, long long a, long long b) {
   std::fprintf(stderr, "INVARIANT VIOLATION: %s (engine %d: %lld / %lld)\n", what, engine, a, b);
@@ -94,6 +95,7 @@ struct World {
   std::vector<double> nextAt, pausedUntil;
   Tracker tr[kEngines];
   double now = 0;
+  int steps = 0;
   std::map<uint32_t, uint8_t> phantomSent;
 
   explicit World(FuzzedDataProvider& dp) : d(dp) {}
@@ -255,6 +257,7 @@ struct World {
     std::vector<uint8_t> botActs(static_cast<size_t>(bots));
     for (int b = 0; b < bots; ++b) botActs[static_cast<size_t>(b)] = static_cast<uint8_t>((p.game.frame + static_cast<uint32_t>(b)) % 5);
     p.step(now, *net, bots ? botActs.data() : nullptr);
+    ++steps;
     scanLocal(i);
   }
 
@@ -571,7 +574,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World w(d);
   if (!w.setup()) return 0;
   w.checkAll();
-  for (int k = 0; k < kMaxOps && d.remaining_bytes() > 0; ++k) {
+  for (int k = 0; k < kMaxOps && d.remaining_bytes() > 0 && w.steps < kMaxSteps; ++k) {
     w.op();
     w.checkAll();
   }

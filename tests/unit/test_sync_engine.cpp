@@ -919,6 +919,7 @@ TEST_CASE("episode reset: clears frame state, keeps session metrics, new delay, 
   std::vector<json> metricsAtEnd(2);
   std::vector<uint64_t> rollbacksAtEnd(2);
   std::vector<bool> reset(2, false);
+  std::vector<std::vector<uint8_t>> ep0Log(2);
   w.afterStep = [&](size_t i) {
     Node<ToyGame>& n = *w.nodes[i];
     if (!reset[i]) {
@@ -946,6 +947,7 @@ TEST_CASE("episode reset: clears frame state, keeps session metrics, new delay, 
         CHECK(now["p2pMetrics"]["inputsReceivedViaP2P"] == metricsAtEnd[i]["p2pMetrics"]["inputsReceivedViaP2P"]);
         CHECK(now["rollbacks"]["count"] == metricsAtEnd[i]["rollbacks"]["count"]);
         CHECK(n.e->metrics().rollbackCount() == rollbacksAtEnd[i]);
+        ep0Log[i] = n.executedLog(0, E);
         n.resetGame();
       }
     }
@@ -970,8 +972,11 @@ TEST_CASE("episode reset: clears frame state, keeps session metrics, new delay, 
   REQUIRE(reset[1]);
   CHECK(endFrame[0] == E);
   CHECK(endFrame[1] == E);
-  // both executed the same inputs in episode 0 (checked before the reset cleared them? no: via the
-  // summaries) -- the executed logs were cleared with the game; episode 1 is checked below.
+  CHECK(oldStart[0] == 0);
+  CHECK(oldStart[1] == 0);
+  // both games executed the same inputs for every frame of episode 0
+  CHECK(ep0Log[0].size() == (E + 1) * 2);
+  CHECK(ep0Log[0] == ep0Log[1]);
   CHECK(w.events("desync") == 0);
   REQUIRE_FALSE(oldInputs.empty());
   const uint32_t start1 = w.nodes[0]->e->episodeStart();

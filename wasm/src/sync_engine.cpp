@@ -360,13 +360,16 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) 
   // the packet carries for the first time (the relay counts those too).
   const bool firstSend = newInput && newest == static_cast<int64_t>(episodeStart_) + cfg_.inputDelay;
   const uint32_t fresh = firstSend ? m.count : newInput ? 1u : 0u;
+  bool sentP2P = false;
   for (int p = 0; p < cfg_.numPlayers; ++p) {
     if (p == local_) continue;
     if (health_.p2pUsable(p) && !congested) {
       emitPacket(out_, Path::P2P, p, m);
-      metrics_.inputSent(Path::P2P, fresh, m.count);
+      sentP2P = true;
     }
   }
+  // Inputs count once per frame, whatever the number of peers (packets count per peer).
+  if (sentP2P) metrics_.inputSent(Path::P2P, fresh, m.count);
   // The relay carries every new input under "dual", and under "p2p-first" whenever some peer
   // cannot be reached by P2P this frame (channel down, fallback, congestion).
   bool relayNeeded = cfg_.sendPolicy == SendPolicy::Dual;
