@@ -44,6 +44,12 @@ class InputBuffer {
     const Slot& s = slots_[frame & mask_];
     return s.known && s.frame == frame;
   }
+  // True when `frame` is held with `action` and `path` already delivered it: insert() would
+  // return Duplicate and change nothing (the redundant entries of every INPUT packet).
+  bool heldBy(uint32_t frame, uint8_t action, Path path) const {
+    const Slot& s = slots_[frame & mask_];
+    return s.known && s.frame == frame && s.action == action && (s.paths & (1u << static_cast<unsigned>(path)));
+  }
   // Highest frame F such that every frame < F+1 is known; start-1 when none (as int64).
   int64_t knownUpTo() const { return knownUpTo_; }
   int64_t newestKnown() const { return newest_; }

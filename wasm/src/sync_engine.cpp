@@ -422,6 +422,10 @@ void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path 
     if (agg == RxResult::Duplicate || agg == RxResult::Ok) agg = agg == RxResult::Ok ? RxResult::Ok : RxResult::StaleEpisode;
     return;
   }
+  if (b.heldBy(frame, action, via)) {  // a redundant copy: what insert() + the Duplicate case do
+    metrics_.inputReceived(via, false);
+    return;
+  }
   double lag;
   InputBuffer::Insert r = b.insert(frame, action, via, nowMs, windowLo(), lag);
   switch (r) {
