@@ -31,6 +31,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Server } from 'socket.io';
+import msgpack from 'notepack.io';
 import { MemoryStore, RedisStore } from './server-store.mjs';
 import {
   LogThrottle, escapeLog, makeOriginPolicy, clientIp, ConnectionLimiter, PenaltyBox,
@@ -145,6 +146,20 @@ function toBuffer(v) {
   if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return null;
 }
+
+/**
+ * Parser for the Redis adapter's messages: JSON (V8's native encoder, the cheapest for the small
+ * text events that make up the relay traffic) unless the message carries binary, then MessagePack
+ * as the adapter's default parser would. A JSON message starts with '[' or '{', which MessagePack
+ * never does for the arrays and maps the adapter sends.
+ */
+const adapterParser = {
+  encode: (msg) => (hasBinary(msg, -64) ? msgpack.encode(msg) : JSON.stringify(msg)),
+  decode: (buf) => {
+    const b = typeof buf === 'string' ? buf.charCodeAt(0) : buf[0];
+    return b === 0x5b || b === 0x7b ? JSON.parse(String(buf)) : msgpack.decode(buf);
+  },
+};
 
 /** Identity field check (see trust rule at the top of this file). */
 function checkIdentity(v, playerIndex, field) {
@@ -349,7 +364,25 @@ export async function startServer({
       store.client.disconnect(); pubClient.disconnect(); subClient.disconnect();
       throw new Error(`cannot reach Redis at ${redis}: ${e.message}`);
     }
-    adapter = createAdapter(pubClient, subClient, { key: `${redisPrefix}socket.io`, requestsTimeout: 3000 });
+    // The adapter publishes every cross-process event on its own (one write, one syscall each).
+    // Publishes are queued and sent together after the current I/O phase: one pipelined write
+    // per event-loop turn, in order. (The adapter never reads publish's result.)
+    const publishNow = pubClient.publish.bind(pubClient);
+    let queue = [];
+    const flush = () => {
+      const q = queue;
+      queue = [];
+      if (q.length === 1) { publishNow(q[0][0], q[0][1]).catch(() => {}); return; }
+      const pl = pubClient.pipeline();
+      for (const [c, m] of q) pl.publish(c, m);
+      pl.exec().catch(() => {});
+    };
+    pubClient.publish = (channel, msg) => {
+      queue.push([channel, msg]);
+      if (queue.length === 1) setImmediate(flush);
+      return Promise.resolve(0);
+    };
+    adapter = createAdapter(pubClient, subClient, { key: `${redisPrefix}socket.io`, requestsTimeout: 3000, parser: adapterParser });
   } else {
     store = new MemoryStore({ maxRooms });
   }
@@ -462,14 +495,24 @@ export async function startServer({
     if (local) local.emit(event, payload);
     else if (clustered) io.to(seatKey(room, to)).emit(event, payload);
   }
-  /** Emit to the other members of the sender's room; stays off Redis when they are all local. */
+  /**
+   * Emit to the other members of the sender's room. Members on this process get it directly;
+   * each member on another process through its seat's room, so that (with the Redis adapter)
+   * only the process holding that seat decodes it.
+   */
   function emitToOthers(socket, st, event, payload) {
-    let op = socket.to(roomKey(st.room));
-    if (clustered) {
-      const c = seatCache.get(st.room);
-      if (c && c.seats.every((sid, i) => i === st.playerIndex || !sid || nsp.sockets.has(sid))) op = op.local;
+    const c = seatCache.get(st.room);
+    if (!c) { socket.to(roomKey(st.room)).emit(event, payload); return; }
+    let nLocal = 0;
+    let one = null;
+    for (let i = 0; i < c.seats.length; i++) {
+      const sid = c.seats[i];
+      if (i === st.playerIndex || !sid) continue;
+      const s = nsp.sockets.get(sid);
+      if (s) { nLocal++; one = s; } else if (clustered) io.to(seatKey(st.room, i)).emit(event, payload);
     }
-    op.emit(event, payload);
+    if (nLocal === 1) one.emit(event, payload);
+    else if (nLocal > 1) socket.to(roomKey(st.room)).local.emit(event, payload);
   }
   const after = (v, fn) => (v && typeof v.then === 'function' ? v.then(fn) : fn(v));
 
@@ -870,7 +913,8 @@ if (isMain) {
   const { quiet, help: _h, ...rest } = opts;
   let srv;
   try {
-    srv = await startServer({ ...rest, log: quiet ? () => {} : console.log });
+    // --quiet: no client-triggered lines (joins, drops, refusals); server-level lines stay
+    srv = await startServer({ ...rest, ...(quiet ? { logBurst: 0, logPerSecond: 0 } : {}) });
   } catch (e) {
     console.error(`server.mjs: ${e.message}`);
     process.exit(1);
