@@ -9,7 +9,7 @@
 //     -> {ok:false, error} | {ok:true, room, playerIndex, players, ready, readyNow, created, rejoined, evict, seats}
 //   leave({sid, room, playerIndex, graceMs})
 //     -> {left:false} | {left:true, ready, graceMs, state:'live'|'grace'|'deleted', seats}
-//   seats(room) -> {size, seats} | null          (seats[i] = socket id or '')
+//   seats(room) -> {size, seats, ready} | null   (seats[i] = socket id or '')
 //   penalize(ip, {penaltyMs, maxPenaltyMs, decayMs}) -> ms;  penaltyRemaining(ip) -> ms
 //   roomCount() -> number;  close()
 //
@@ -135,7 +135,7 @@ export class MemoryStore {
   }
   async seats(room) {
     const r = this.rooms.get(room);
-    return r ? { size: r.size, seats: this._seats(r) } : null;
+    return r ? { size: r.size, seats: this._seats(r), ready: r.ready } : null;
   }
   async roomCount() {
     const now = Date.now();
@@ -405,7 +405,7 @@ export class RedisStore {
     const flat = await this.client.hgetall(`${this.prefix}room:${room}`);
     if (!flat || !flat.size) return null;
     const size = Number(flat.size);
-    return { size, seats: Array.from({ length: size }, (_, i) => flat[`s${i}`] || '') };
+    return { size, seats: Array.from({ length: size }, (_, i) => flat[`s${i}`] || ''), ready: flat.ready === '1' };
   }
   async roomCount() { return Number(await this.client.p2pRooms(this.prefix)); }
   localRoomCount() { return null; }

@@ -445,15 +445,39 @@ export async function startServer({
   const roomKey = (name) => `room:${name}`;
   const seatKey = (name, i) => `seat:${name}:${i}`;
   const hasLocalMembers = (name) => (nsp.adapter.rooms.get(roomKey(name))?.size || 0) > 0;
-  function setSeats(name, size, seats, publish) {
+  function setSeats(name, size, seats) {
     if (hasLocalMembers(name)) seatCache.set(name, { size, seats: seats.slice() });
     else seatCache.delete(name);
-    if (publish && clustered) nsp.serverSideEmit('p2p:seats', name, size, seats);
+  }
+  /**
+   * Tell every process (this one included) the seats of `name`; if the room is ready, each
+   * process sends `room_ready` to its own members that have not had it yet. So `room_ready`
+   * reaches a member exactly once, whichever process completed the room.
+   */
+  function announce(name, size, seats, ready) {
+    setSeats(name, size, seats);
+    if (clustered) nsp.serverSideEmit('p2p:seats', name, size, seats, !!ready);
+    if (ready) readyLocal(name, size, seats);
+  }
+  function readyLocal(name, size, seats) {
+    const ids = nsp.adapter.rooms.get(roomKey(name));
+    if (!ids) return;
+    const msg = { room: name, players: size, peers: peerList(seats) };
+    for (const id of [...ids]) {
+      const s = nsp.sockets.get(id);
+      const st = s && s.data.p2p;
+      if (!st || st.room !== name || st.readySent) continue;
+      st.readySent = true;
+      s.emit('room_ready', msg);
+    }
   }
   if (clustered) {
-    nsp.on('p2p:seats', (name, size, seats) => {
+    nsp.on('p2p:seats', (name, size, seats, ready) => {
       if (typeof name !== 'string' || !Array.isArray(seats) || !isInt(size, 2, 4) || seats.length !== size) return;
-      if (seatCache.has(name) || hasLocalMembers(name)) setSeats(name, size, seats.map((s) => (typeof s === 'string' ? s : '')), false);
+      if (!hasLocalMembers(name)) { seatCache.delete(name); return; }
+      const clean = seats.map((x) => (typeof x === 'string' ? x : ''));
+      setSeats(name, size, clean);
+      if (ready === true) readyLocal(name, size, clean);
     });
   }
   const peerList = (seats) => seats.map((id, i) => (id ? { playerIndex: i, id } : null)).filter(Boolean);
@@ -485,7 +509,7 @@ export async function startServer({
     const room = st.room;
     return store.seats(room).then((s) => {
       if (!s || !s.seats[to]) drop('no_such_peer');
-      setSeats(room, s.size, s.seats, false);
+      setSeats(room, s.size, s.seats);
       return s.seats[to];
     }, () => drop('store_unavailable'));
   }
@@ -569,18 +593,17 @@ export async function startServer({
       }
       if (!r.ok) drop(r.error);
       if (r.created) counters.roomsCreated++;
-      const peers = peerList(r.seats);
       if (!socket.connected) {
         // gone while the store was answering: give the seat back the normal way
-        if (r.readyNow) { counters.roomsReady++; io.to(roomKey(r.room)).emit('room_ready', { room: r.room, players: r.players, peers }); }
+        if (r.readyNow) { counters.roomsReady++; announce(r.room, r.players, r.seats, true); }
         leaveSeat(socket.id, r.room, r.playerIndex, 'disconnected while joining');
         drop('not_connected');
       }
       st.room = r.room;
       st.playerIndex = r.playerIndex;
       st.size = r.players;
+      st.readySent = false;
       socket.join([roomKey(r.room), seatKey(r.room, r.playerIndex)]);
-      setSeats(r.room, r.players, r.seats, true);
       if (r.evict) evict(r.evict, r.room, r.playerIndex);
       const joined = { room: r.room, playerIndex: r.playerIndex, players: r.players, token };
       if (r.rejoined) joined.rejoined = true;
@@ -589,14 +612,22 @@ export async function startServer({
         counters.rejoins++;
         say(`[server] ${socket.id} rejoined ${r.room} as player ${r.playerIndex}/${r.players}${r.evict ? ` (took over ${r.evict})` : ''}`);
         socket.to(roomKey(r.room)).emit('peer_rejoined', { room: r.room, playerIndex: r.playerIndex, id: socket.id });
-        if (r.ready) socket.emit('room_ready', { room: r.room, players: r.players, peers });
       } else {
         say(`[server] ${socket.id} joined ${r.room} as player ${r.playerIndex}/${r.players}`);
         if (r.readyNow) {
           counters.roomsReady++;
-          io.to(roomKey(r.room)).emit('room_ready', { room: r.room, players: r.players, peers });
           say(`[server] room ${r.room} ready (${r.players} players)`);
         }
+      }
+      announce(r.room, r.players, r.seats, r.ready);
+      if (clustered && !r.ready) {
+        // Another process may have completed the room after our join ran in Redis but before
+        // this socket was in the room here, so its announcement found nobody to tell. Reading
+        // the room now (after socket.join) closes that gap.
+        const room = r.room;
+        store.seats(room).then((cur) => {
+          if (cur && cur.ready && st.room === room) { setSeats(room, cur.size, cur.seats); readyLocal(room, cur.size, cur.seats); }
+        }, () => {});
       }
       return { ok: true, ...joined };
     },
@@ -728,7 +759,7 @@ export async function startServer({
   function leaveSeat(sid, room, playerIndex, why) {
     track(store.leave({ sid, room, playerIndex, graceMs: reconnectGraceMs }).then((res) => {
       if (!res.left) { if (!hasLocalMembers(room)) seatCache.delete(room); return; }
-      setSeats(room, res.seats.length, res.seats, true);
+      announce(room, res.seats.length, res.seats, false);
       const msg = { playerIndex, room, reason: why };
       if (res.graceMs > 0) msg.graceMs = res.graceMs;
       io.to(roomKey(room)).emit('peer_left', msg);
@@ -753,7 +784,7 @@ export async function startServer({
     counters.connections++;
     const ip = socket.conn.request.p2pIp ?? clientIp(socket.conn.request, trustProxy);
     socket.data.p2p = {
-      room: null, playerIndex: -1, size: 0, ip, joining: false, penalized: false,
+      room: null, playerIndex: -1, size: 0, ip, joining: false, penalized: false, readySent: false,
       tokens: rateBurst, last: Date.now(), drops: 0, rlStart: 0, rlCount: 0,
     };
     socket.onAny((event, ...args) => dispatch(socket, event, args));

@@ -12,7 +12,7 @@ import { startRedis, spawnServer } from '../../web/server-procs.mjs';
 
 let redis, p1, p2, raw;
 const clients = [];
-const common = ['--trust-proxy', '--rate', '100', '--burst', '100', '--reconnect-grace', '30', '--quiet'];
+const common = ['--trust-proxy', '--rate', '100', '--burst', '100', '--reconnect-grace', '30', '--max-connections-per-ip', '200', '--quiet'];
 
 before(async () => {
   redis = await startRedis();
@@ -115,6 +115,24 @@ test('auto-match pairs players that connected to different processes (3 players,
   const next = await ack(client(p2), 'join', { players: 3 });
   assert.notEqual(next.room, joined[0].room, 'a full auto room takes nobody else');
   assert.equal(next.playerIndex, 0);
+});
+
+test('simultaneous joins on two processes: every player gets room_ready exactly once', async () => {
+  const N = 40;
+  const players = [];
+  for (let i = 0; i < N; i++) for (const srv of [p1, p2]) players.push({ c: client(srv), room: `x-race-${i}`, got: [] });
+  await Promise.all(players.map((p) => once(p.c, 'connect')));
+  for (const p of players) p.c.on('room_ready', (m) => p.got.push(m));
+  // every join in flight at once: the two seats of a room are taken on different processes
+  const res = await Promise.all(players.map((p) => ack(p.c, 'join', { room: p.room, players: 2 })));
+  assert.ok(res.every((r) => r.ok), JSON.stringify(res.find((r) => !r.ok)));
+  for (let i = 0; i < 80 && players.some((p) => p.got.length === 0); i++) await sleep(25);
+  await sleep(200);
+  for (const p of players) {
+    assert.equal(p.got.length, 1, `${p.room}: ${p.got.length} room_ready`);
+    assert.equal(p.got[0].peers.length, 2);
+  }
+  for (const p of players) p.c.close();
 });
 
 test('room state lives in Redis: membership, size, seats, token hashes; other processes honour it', async () => {
