@@ -6,10 +6,12 @@
 //
 // Both implement the same async API and the same rules:
 //   join({sid, proc, room, size, explicit, tokenHash, newTokenHash})
-//     -> {ok:false, error} | {ok:true, room, playerIndex, players, ready, readyNow, created, rejoined, evict, seats}
+//     -> {ok:false, error} | {ok:true, room, playerIndex, players, ready, readyNow, created, rejoined, evict, seats, version}
 //   leave({sid, room, playerIndex, graceMs})
-//     -> {left:false} | {left:true, ready, graceMs, state:'live'|'grace'|'deleted', seats}
-//   seats(room) -> {size, seats, ready} | null   (seats[i] = socket id or '')
+//     -> {left:false} | {left:true, ready, graceMs, state:'live'|'grace'|'deleted', seats, version}
+//   seats(room) -> {size, seats, ready, version} | null   (seats[i] = socket id or '')
+// `version` grows with every seat change of any room, so a process can tell which of two
+// snapshots of a room's seats is newer (they reach it by different paths).
 //   penalize(ip, {penaltyMs, maxPenaltyMs, decayMs}) -> ms;  penaltyRemaining(ip) -> ms
 //   roomCount() -> number;  close()
 //
@@ -36,6 +38,7 @@ export class MemoryStore {
     this.tokens = new Map();  // token hash -> room name
     this.auto = new Map();    // size -> room name
     this.autoSeq = 0;
+    this.version = 0;         // bumped on every seat change (any room): orders seat snapshots
     this.penalties = null;    // penalties stay in the server's PenaltyBox in memory mode
   }
   async ready() {}
@@ -67,7 +70,8 @@ export class MemoryStore {
       this.tokens.set(newTokenHash, name);
       r.seats[idx] = { sid, token: newTokenHash, graceUntil: 0 };
       this._persist(r);
-      return { ok: true, room: name, playerIndex: idx, players: r.size, ready: r.ready, readyNow: false, created: false, rejoined: true, evict, seats: this._seats(r) };
+      r.version = ++this.version;
+      return { ok: true, room: name, playerIndex: idx, players: r.size, ready: r.ready, readyNow: false, created: false, rejoined: true, evict, seats: this._seats(r), version: r.version };
     }
     let r = null;
     let name = room;
@@ -99,7 +103,8 @@ export class MemoryStore {
       readyNow = true;
       if (r.auto && this.auto.get(r.size) === r.name) this.auto.delete(r.size);
     }
-    return { ok: true, room: r.name, playerIndex: idx, players: r.size, ready: r.ready, readyNow, created, rejoined: false, evict: '', seats: this._seats(r) };
+    r.version = ++this.version;
+    return { ok: true, room: r.name, playerIndex: idx, players: r.size, ready: r.ready, readyNow, created, rejoined: false, evict: '', seats: this._seats(r), version: r.version };
   }
   async leave({ sid, room, playerIndex, graceMs }) {
     const r = this.rooms.get(room);
@@ -131,11 +136,12 @@ export class MemoryStore {
         this._delete(r);
       }
     }
-    return { left: true, ready: r.ready, graceMs: grace, state, seats: this._seats(r) };
+    r.version = ++this.version;
+    return { left: true, ready: r.ready, graceMs: grace, state, seats: this._seats(r), version: r.version };
   }
   async seats(room) {
     const r = this.rooms.get(room);
-    return r ? { size: r.size, seats: this._seats(r), ready: r.ready } : null;
+    return r ? { size: r.size, seats: this._seats(r), ready: r.ready, version: r.version } : null;
   }
   async roomCount() {
     const now = Date.now();
@@ -158,6 +164,7 @@ export class MemoryStore {
 //                   p<i> process id, t<i> token hash, g<i> grace deadline (ms, Redis clock)
 //   P tok:<hash>    string: room name
 //   P auto:<size>   string: the open auto room of that size;  P autoseq: counter
+//   P version       counter: stamps every seat change (also stored in the room as v)
 //   P rooms         zset: room name -> expiry (ms) or ACTIVE_SCORE while it has members
 //   P procs         zset: server process id -> last heartbeat (ms)
 //   P pen:<ip>      hash: strikes, until   (rate-limit penalties, shared by all processes)
@@ -184,6 +191,12 @@ end
 local function sid(r, i) local s = r['s' .. i]; if s == nil or s == false then return '' end; return s end
 local function seats(r) local s = {}; for i = 0, r.size - 1 do s[i + 1] = sid(r, i) end; return s end
 local function occupied(r) local n = 0; for i = 0, r.size - 1 do if sid(r, i) ~= '' then n = n + 1 end end; return n end
+-- every seat change takes the next number of one counter: processes use it to order snapshots
+local function stamp(n)
+  local v = redis.call('INCR', P .. 'version')
+  redis.call('HSET', rkey(n), 'v', v)
+  return v
+end
 local function vacate(n, r, i)
   local th = r['t' .. i]
   if th and th ~= '' then redis.call('DEL', tkey(th)) end
@@ -202,7 +215,7 @@ local procDeadMs = tonumber(ARGV[10])
 local function err(e) return cjson.encode({ok = false, error = e}) end
 local function ok(n, r, i, readyNow, created, rejoined, evict)
   return cjson.encode({ok = true, room = n, playerIndex = i, players = r.size, ready = (r.ready == '1'),
-    readyNow = readyNow, created = created, rejoined = rejoined, evict = evict, seats = seats(r)})
+    readyNow = readyNow, created = created, rejoined = rejoined, evict = evict, seats = seats(r), version = stamp(n)})
 end
 -- a seat of a room that is not ready yet, held by a process that stopped sending heartbeats
 -- (it crashed), is freed so the room can still fill
@@ -334,7 +347,9 @@ if occupied(r) == 0 then
     state = 'deleted'
   end
 end
-return cjson.encode({left = true, ready = ready, graceMs = grace, state = state, seats = seats(r)})
+local version = 0
+if state ~= 'deleted' then version = stamp(n) else version = redis.call('INCR', P .. 'version') end
+return cjson.encode({left = true, ready = ready, graceMs = grace, state = state, seats = seats(r), version = version})
 `;
 
 const LUA_ROOMS = `${LUA_COMMON}
@@ -405,7 +420,7 @@ export class RedisStore {
     const flat = await this.client.hgetall(`${this.prefix}room:${room}`);
     if (!flat || !flat.size) return null;
     const size = Number(flat.size);
-    return { size, seats: Array.from({ length: size }, (_, i) => flat[`s${i}`] || ''), ready: flat.ready === '1' };
+    return { size, seats: Array.from({ length: size }, (_, i) => flat[`s${i}`] || ''), ready: flat.ready === '1', version: Number(flat.v || 0) };
   }
   async roomCount() { return Number(await this.client.p2pRooms(this.prefix)); }
   localRoomCount() { return null; }

@@ -31,7 +31,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Server } from 'socket.io';
-import msgpack from 'notepack.io';
 import { MemoryStore, RedisStore } from './server-store.mjs';
 import {
   LogThrottle, escapeLog, makeOriginPolicy, clientIp, ConnectionLimiter, PenaltyBox,
@@ -146,20 +145,6 @@ function toBuffer(v) {
   if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return null;
 }
-
-/**
- * Parser for the Redis adapter's messages: JSON (V8's native encoder, the cheapest for the small
- * text events that make up the relay traffic) unless the message carries binary, then MessagePack
- * as the adapter's default parser would. A JSON message starts with '[' or '{', which MessagePack
- * never does for the arrays and maps the adapter sends.
- */
-const adapterParser = {
-  encode: (msg) => (hasBinary(msg, -64) ? msgpack.encode(msg) : JSON.stringify(msg)),
-  decode: (buf) => {
-    const b = typeof buf === 'string' ? buf.charCodeAt(0) : buf[0];
-    return b === 0x5b || b === 0x7b ? JSON.parse(String(buf)) : msgpack.decode(buf);
-  },
-};
 
 /** Identity field check (see trust rule at the top of this file). */
 function checkIdentity(v, playerIndex, field) {
@@ -346,7 +331,7 @@ export async function startServer({
   const clustered = !!redis;
   if (clustered) {
     const { Redis } = await import('ioredis');
-    const { createAdapter } = await import('@socket.io/redis-adapter');
+    const { createShardedAdapter } = await import('@socket.io/redis-adapter');
     let lastErr = 0;
     const onRedisError = (e) => {
       counters.storeErrors++;
@@ -364,25 +349,29 @@ export async function startServer({
       store.client.disconnect(); pubClient.disconnect(); subClient.disconnect();
       throw new Error(`cannot reach Redis at ${redis}: ${e.message}`);
     }
-    // The adapter publishes every cross-process event on its own (one write, one syscall each).
-    // Publishes are queued and sent together after the current I/O phase: one pipelined write
-    // per event-loop turn, in order. (The adapter never reads publish's result.)
-    const publishNow = pubClient.publish.bind(pubClient);
+    // Sharded Pub/Sub with dynamic subscriptions: a process subscribes to the channel of each
+    // room it has a member in, so a relay to seat k of a room reaches only the process holding
+    // that seat (README "Deploying the server" says why this adapter).
+    // The adapter publishes every cross-process event on its own (one write, one syscall each);
+    // publishes are queued and sent together after the current I/O phase instead: one pipelined
+    // write per event-loop turn, in order.
+    const publishNow = pubClient.spublish.bind(pubClient);
     let queue = [];
     const flush = () => {
       const q = queue;
       queue = [];
-      if (q.length === 1) { publishNow(q[0][0], q[0][1]).catch(() => {}); return; }
+      if (q.length === 1) { publishNow(q[0][0], q[0][1]).then(q[0][2], q[0][3]); return; }
       const pl = pubClient.pipeline();
-      for (const [c, m] of q) pl.publish(c, m);
-      pl.exec().catch(() => {});
+      for (const [c, m] of q) pl.spublish(c, m);
+      pl.exec().then((res) => {
+        res.forEach(([err, v], i) => (err ? q[i][3](err) : q[i][2](v)));
+      }, (e) => { for (const x of q) x[3](e); });
     };
-    pubClient.publish = (channel, msg) => {
-      queue.push([channel, msg]);
+    pubClient.spublish = (channel, msg) => new Promise((resolve, reject) => {
+      queue.push([channel, msg, resolve, reject]);
       if (queue.length === 1) setImmediate(flush);
-      return Promise.resolve(0);
-    };
-    adapter = createAdapter(pubClient, subClient, { key: `${redisPrefix}socket.io`, requestsTimeout: 3000, parser: adapterParser });
+    });
+    adapter = createShardedAdapter(pubClient, subClient, { channelPrefix: `${redisPrefix}socket.io`, subscriptionMode: 'dynamic' });
   } else {
     store = new MemoryStore({ maxRooms });
   }
@@ -445,18 +434,20 @@ export async function startServer({
   const roomKey = (name) => `room:${name}`;
   const seatKey = (name, i) => `seat:${name}:${i}`;
   const hasLocalMembers = (name) => (nsp.adapter.rooms.get(roomKey(name))?.size || 0) > 0;
-  function setSeats(name, size, seats) {
-    if (hasLocalMembers(name)) seatCache.set(name, { size, seats: seats.slice() });
-    else seatCache.delete(name);
+  function setSeats(name, size, seats, version) {
+    if (!hasLocalMembers(name)) { seatCache.delete(name); return; }
+    const cur = seatCache.get(name);
+    if (cur && cur.version > version) return; // an older snapshot that arrived late
+    seatCache.set(name, { size, seats: seats.slice(), version });
   }
   /**
    * Tell every process (this one included) the seats of `name`; if the room is ready, each
    * process sends `room_ready` to its own members that have not had it yet. So `room_ready`
    * reaches a member exactly once, whichever process completed the room.
    */
-  function announce(name, size, seats, ready) {
-    setSeats(name, size, seats);
-    if (clustered) nsp.serverSideEmit('p2p:seats', name, size, seats, !!ready);
+  function announce(name, size, seats, ready, version) {
+    setSeats(name, size, seats, version);
+    if (clustered) nsp.serverSideEmit('p2p:seats', name, size, seats, !!ready, version);
     if (ready) readyLocal(name, size, seats);
   }
   function readyLocal(name, size, seats) {
@@ -472,11 +463,11 @@ export async function startServer({
     }
   }
   if (clustered) {
-    nsp.on('p2p:seats', (name, size, seats, ready) => {
-      if (typeof name !== 'string' || !Array.isArray(seats) || !isInt(size, 2, 4) || seats.length !== size) return;
+    nsp.on('p2p:seats', (name, size, seats, ready, version) => {
+      if (typeof name !== 'string' || !Array.isArray(seats) || !isInt(size, 2, 4) || seats.length !== size || !Number.isFinite(version)) return;
       if (!hasLocalMembers(name)) { seatCache.delete(name); return; }
       const clean = seats.map((x) => (typeof x === 'string' ? x : ''));
-      setSeats(name, size, clean);
+      setSeats(name, size, clean, version);
       if (ready === true) readyLocal(name, size, clean);
     });
   }
@@ -509,7 +500,7 @@ export async function startServer({
     const room = st.room;
     return store.seats(room).then((s) => {
       if (!s || !s.seats[to]) drop('no_such_peer');
-      setSeats(room, s.size, s.seats);
+      setSeats(room, s.size, s.seats, s.version);
       return s.seats[to];
     }, () => drop('store_unavailable'));
   }
@@ -595,7 +586,7 @@ export async function startServer({
       if (r.created) counters.roomsCreated++;
       if (!socket.connected) {
         // gone while the store was answering: give the seat back the normal way
-        if (r.readyNow) { counters.roomsReady++; announce(r.room, r.players, r.seats, true); }
+        if (r.readyNow) { counters.roomsReady++; announce(r.room, r.players, r.seats, true, r.version); }
         leaveSeat(socket.id, r.room, r.playerIndex, 'disconnected while joining');
         drop('not_connected');
       }
@@ -619,14 +610,16 @@ export async function startServer({
           say(`[server] room ${r.room} ready (${r.players} players)`);
         }
       }
-      announce(r.room, r.players, r.seats, r.ready);
+      announce(r.room, r.players, r.seats, r.ready, r.version);
       if (clustered && !r.ready) {
         // Another process may have completed the room after our join ran in Redis but before
         // this socket was in the room here, so its announcement found nobody to tell. Reading
         // the room now (after socket.join) closes that gap.
         const room = r.room;
         store.seats(room).then((cur) => {
-          if (cur && cur.ready && st.room === room) { setSeats(room, cur.size, cur.seats); readyLocal(room, cur.size, cur.seats); }
+          if (!cur || st.room !== room) return;
+          setSeats(room, cur.size, cur.seats, cur.version);
+          if (cur.ready) readyLocal(room, cur.size, cur.seats);
         }, () => {});
       }
       return { ok: true, ...joined };
@@ -759,7 +752,7 @@ export async function startServer({
   function leaveSeat(sid, room, playerIndex, why) {
     track(store.leave({ sid, room, playerIndex, graceMs: reconnectGraceMs }).then((res) => {
       if (!res.left) { if (!hasLocalMembers(room)) seatCache.delete(room); return; }
-      announce(room, res.seats.length, res.seats, false);
+      announce(room, res.seats.length, res.seats, false, res.version);
       const msg = { playerIndex, room, reason: why };
       if (res.graceMs > 0) msg.graceMs = res.graceMs;
       io.to(roomKey(room)).emit('peer_left', msg);
@@ -798,7 +791,7 @@ export async function startServer({
   if (clustered) {
     heartbeat = setInterval(() => { store.heartbeat().catch(() => {}); }, heartbeatMs);
     heartbeat.unref?.();
-    // The adapter's pattern subscription is in place once the subscriber connection answers.
+    // The adapter's static subscriptions are in place once the subscriber connection answers.
     await subClient.ping();
   }
 
