@@ -385,3 +385,19 @@ test('before the room is ready, a leave frees the seat and its token; auto rooms
   assert.equal(r.ok, true);
   assert.equal(r.room, ja.room);
 });
+
+test('rooms are capped per deployment (rooms held for reconnects count too)', async () => {
+  const srv = await server({ maxRooms: 3, reconnectGraceMs: 60000 });
+  const { a, b } = await pair(srv, 'cap-1');
+  await ack(client(srv), 'join', { room: 'cap-2', players: 2 });
+  await ack(client(srv), 'join', { room: 'cap-3', players: 2 });
+  assert.deepEqual(await ack(client(srv), 'join', { room: 'cap-4', players: 2 }), { ok: false, error: 'server_full' });
+  assert.deepEqual(await ack(client(srv), 'join', { players: 3 }), { ok: false, error: 'server_full' });
+  // joining an existing room is still fine
+  assert.equal((await ack(client(srv), 'join', { room: 'cap-2' })).playerIndex, 1);
+  // a started room whose players all left is held for their tokens, and still counts
+  a.close(); b.close();
+  await sleep(100);
+  assert.equal(await srv.roomCount(), 3);
+  assert.deepEqual(await ack(client(srv), 'join', { room: 'cap-5', players: 2 }), { ok: false, error: 'server_full' });
+});
