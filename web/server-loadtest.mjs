@@ -365,7 +365,7 @@ async function main() {
     const cpuSeconds = Math.round((sum(u1, 'cpuSeconds') - sum(u0, 'cpuSeconds')) * 100) / 100;
     const out = {
       date: started.toISOString(),
-      host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+      host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100), nice: os.getPriority() },
       rooms: o.rooms,
       clients: o.rooms * 2,
       processes: o.processes,
@@ -411,7 +411,7 @@ async function main() {
       if (out.redis) console.log(`  redis-server            ${out.redis.cpuSeconds} s CPU, RSS ${out.redis.rssEndMB} MB`);
       console.log(`  load generator          ${out.loadGenerator.cpuSeconds} s CPU (${out.loadGenerator.workers} worker(s), ${out.loadGenerator.client} clients), max send lag ${out.loadGenerator.maxSendLagMs} ms`);
       if (out.serverLog.length) console.log(`  server log (last lines)\n    ${out.serverLog.join('\n    ')}`);
-      console.log(`  machine load average    ${out.host.loadavg.join(' ')} (${out.host.cpus} CPUs)`);
+      console.log(`  machine load average    ${out.host.loadavg.join(' ')} (${out.host.cpus} CPUs)${out.host.nice ? `, run at nice ${out.host.nice}` : ''}`);
     }
     await cleanup();
     return out;
