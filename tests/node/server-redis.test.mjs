@@ -215,6 +215,26 @@ test('when a process shuts down, its players keep their seats for the grace peri
   }
 });
 
+test('a seat held by a process that stopped its heartbeat (crashed) is freed so the room can still fill', async () => {
+  // a waiting room whose seat 0 belongs to a process that is gone (no heartbeat in p2p:procs)
+  await raw.hset('p2p:room:x-ghost', { size: '2', auto: '0', ready: '0', s0: 'ghost-socket-id-0000', p0: 'dead-process', t0: 'f'.repeat(64) });
+  await raw.set(`p2p:tok:${'f'.repeat(64)}`, 'x-ghost');
+  await raw.zadd('p2p:rooms', 1e15, 'x-ghost');
+  // and one whose seat 0 belongs to a live process stays taken
+  const live = await raw.zrange('p2p:procs', 0, 0);
+  await raw.hset('p2p:room:x-alive', { size: '2', auto: '0', ready: '0', s0: 'alive-socket-id-0000', p0: live[0] });
+  await raw.zadd('p2p:rooms', 1e15, 'x-alive');
+  const a = client(p1);
+  const ja = await ack(a, 'join', { room: 'x-ghost', players: 2 });
+  assert.equal(ja.playerIndex, 0, 'the ghost seat was freed');
+  assert.equal(await raw.get(`p2p:tok:${'f'.repeat(64)}`), null, "the ghost's token went with it");
+  const b = client(p2);
+  const ready = once(a, 'room_ready');
+  assert.equal((await ack(b, 'join', { room: 'x-ghost', players: 2 })).playerIndex, 1);
+  assert.deepEqual((await ready).peers.map((p) => p.id), [a.id, b.id]);
+  assert.equal((await ack(client(p1), 'join', { room: 'x-alive', players: 2 })).playerIndex, 1);
+});
+
 test('a rate-limit penalty earned on one process is enforced by the other', async () => {
   const bad = { 'X-Forwarded-For': '198.51.100.9' };
   const a = client(p1, { headers: bad });
