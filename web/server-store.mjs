@@ -13,6 +13,7 @@
 // `version` grows with every seat change of any room, so a process can tell which of two
 // snapshots of a room's seats is newer (they reach it by different paths).
 //   penalize(ip, {penaltyMs, maxPenaltyMs, decayMs}) -> ms;  penaltyRemaining(ip) -> ms
+//   heartbeat();  reap({graceMs}) -> the seats released because their process died
 //   roomCount() -> number;  close()
 //
 // Seat rules. A join without a token takes the first free seat of the named room (created on
@@ -152,7 +153,8 @@ export class MemoryStore {
   localRoomCount() { return this.rooms.size; }
   async penalize() { return 0; }
   async penaltyRemaining() { return 0; }
-  async heartbeat() {}
+  async heartbeat() { return false; }
+  async reap() { return []; }
   async close() {
     for (const r of this.rooms.values()) if (r.timer) clearTimeout(r.timer);
   }
@@ -167,6 +169,7 @@ export class MemoryStore {
 //   P version       counter: stamps every seat change (also stored in the room as v)
 //   P rooms         zset: room name -> expiry (ms) or ACTIVE_SCORE while it has members
 //   P procs         zset: server process id -> last heartbeat (ms)
+//   P pseats:<proc> set: the rooms in which that process holds a seat
 //   P pen:<ip>      hash: strikes, until   (rate-limit penalties, shared by all processes)
 // The scripts build key names from the prefix, so they need one Redis (or a primary with
 // replicas), not Redis Cluster.
@@ -202,6 +205,61 @@ local function vacate(n, r, i)
   if th and th ~= '' then redis.call('DEL', tkey(th)) end
   redis.call('HDEL', rkey(n), 's' .. i, 'p' .. i, 't' .. i, 'g' .. i)
   r['s' .. i] = nil; r['p' .. i] = nil; r['t' .. i] = nil; r['g' .. i] = nil
+end
+-- seat i of room n loses its connection: held for graceMs if the room started, else freed;
+-- a room left with no connected member expires with its last grace period, or is deleted
+local function release(n, r, i, graceMs)
+  local ready = r.ready == '1'
+  local grace = 0
+  if ready and graceMs > 0 then
+    grace = graceMs
+    redis.call('HSET', rkey(n), 's' .. i, '', 'p' .. i, '', 'g' .. i, now + graceMs)
+    r['s' .. i] = ''
+    r['p' .. i] = ''
+    r['g' .. i] = tostring(now + graceMs)
+  else
+    vacate(n, r, i)
+  end
+  local state = 'live'
+  if occupied(r) == 0 then
+    local maxg = 0
+    if ready then
+      for j = 0, r.size - 1 do
+        local g = tonumber(r['g' .. j] or '0')
+        if r['t' .. j] and g > maxg then maxg = g end
+      end
+    end
+    if maxg > now then
+      local at = maxg + 1000
+      redis.call('PEXPIREAT', rkey(n), at)
+      for j = 0, r.size - 1 do
+        local th = r['t' .. j]
+        if th then redis.call('PEXPIREAT', tkey(th), at) end
+      end
+      redis.call('ZADD', ROOMS, at, n)
+      state = 'grace'
+    else
+      for j = 0, r.size - 1 do
+        local th = r['t' .. j]
+        if th then redis.call('DEL', tkey(th)) end
+      end
+      redis.call('DEL', rkey(n))
+      redis.call('ZREM', ROOMS, n)
+      if r.auto == '1' and redis.call('GET', P .. 'auto:' .. r.size) == n then redis.call('DEL', P .. 'auto:' .. r.size) end
+      state = 'deleted'
+    end
+  end
+  local version
+  if state ~= 'deleted' then version = stamp(n) else version = redis.call('INCR', P .. 'version') end
+  return {left = true, ready = ready, graceMs = grace, state = state, seats = seats(r), version = version}
+end
+-- the rooms a process holds seats in (so that its seats can be released if it dies)
+local function untrack(pr, n, r)
+  if not pr or pr == '' then return end
+  if r then
+    for j = 0, r.size - 1 do if sid(r, j) ~= '' and r['p' .. j] == pr then return end end
+  end
+  redis.call('SREM', P .. 'pseats:' .. pr, n)
 end
 `;
 
@@ -245,8 +303,12 @@ if tok ~= '' then
   local cur = sid(r, idx)
   local g = tonumber(r['g' .. idx] or '0')
   if cur == '' and g > 0 and now > g then return err('token_expired') end
+  local oldp = r['p' .. idx]
   redis.call('HSET', rkey(n), 's' .. idx, me, 'p' .. idx, proc, 't' .. idx, newtok, 'g' .. idx, '0')
   r['s' .. idx] = me
+  r['p' .. idx] = proc
+  redis.call('SADD', P .. 'pseats:' .. proc, n)
+  if oldp ~= proc then untrack(oldp, n, r) end
   redis.call('DEL', tkey(tok))
   redis.call('SET', tkey(newtok), n)
   redis.call('PERSIST', rkey(n))
@@ -291,6 +353,7 @@ local idx = -1
 for i = 0, r.size - 1 do if sid(r, i) == '' then idx = i; break end end
 redis.call('HSET', rkey(n), 's' .. idx, me, 'p' .. idx, proc, 't' .. idx, newtok, 'g' .. idx, '0')
 r['s' .. idx] = me
+redis.call('SADD', P .. 'pseats:' .. proc, n)
 redis.call('SET', tkey(newtok), n)
 local readyNow = false
 if occupied(r) == r.size then
@@ -307,49 +370,40 @@ local me, n, i = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local graceMs = tonumber(ARGV[5])
 if redis.call('HGET', rkey(n), 's' .. i) ~= me then return cjson.encode({left = false}) end
 local r = load(n)
-local ready = r.ready == '1'
-local grace = 0
-if ready and graceMs > 0 then
-  grace = graceMs
-  redis.call('HSET', rkey(n), 's' .. i, '', 'g' .. i, now + graceMs)
-  r['s' .. i] = ''
-  r['g' .. i] = tostring(now + graceMs)
-else
-  vacate(n, r, i)
-end
-local state = 'live'
-if occupied(r) == 0 then
-  local maxg = 0
-  if ready then
-    for j = 0, r.size - 1 do
-      local th = r['t' .. j]
-      local g = tonumber(r['g' .. j] or '0')
-      if th and g > maxg then maxg = g end
+local pr = r['p' .. i]
+local res = release(n, r, i, graceMs)
+if res.state == 'deleted' then untrack(pr, n, nil) else untrack(pr, n, r) end
+return cjson.encode(res)
+`;
+
+// Release every seat held by a process whose heartbeat stopped (it crashed or was killed), as
+// if each of its connections had left: run by the live processes on their heartbeat.
+const LUA_REAP = `${LUA_COMMON}
+local procDeadMs, graceMs, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local dead = redis.call('ZRANGEBYSCORE', PROCS, '-inf', now - procDeadMs, 'LIMIT', 0, limit)
+local out = {}
+for _, d in ipairs(dead) do
+  for _, n in ipairs(redis.call('SMEMBERS', P .. 'pseats:' .. d)) do
+    local r = load(n)
+    if r then
+      for i = 0, r.size - 1 do
+        if sid(r, i) ~= '' and r['p' .. i] == d then
+          local gone = sid(r, i)
+          local res = release(n, r, i, graceMs)
+          res.room = n
+          res.playerIndex = i
+          res.sid = gone
+          out[#out + 1] = res
+          if res.state == 'deleted' then break end
+        end
+      end
     end
   end
-  if maxg > now then
-    local at = maxg + 1000
-    redis.call('PEXPIREAT', rkey(n), at)
-    for j = 0, r.size - 1 do
-      local th = r['t' .. j]
-      if th then redis.call('PEXPIREAT', tkey(th), at) end
-    end
-    redis.call('ZADD', ROOMS, at, n)
-    state = 'grace'
-  else
-    for j = 0, r.size - 1 do
-      local th = r['t' .. j]
-      if th then redis.call('DEL', tkey(th)) end
-    end
-    redis.call('DEL', rkey(n))
-    redis.call('ZREM', ROOMS, n)
-    if r.auto == '1' and redis.call('GET', P .. 'auto:' .. r.size) == n then redis.call('DEL', P .. 'auto:' .. r.size) end
-    state = 'deleted'
-  end
+  redis.call('DEL', P .. 'pseats:' .. d)
+  redis.call('ZREM', PROCS, d)
 end
-local version = 0
-if state ~= 'deleted' then version = stamp(n) else version = redis.call('INCR', P .. 'version') end
-return cjson.encode({left = true, ready = ready, graceMs = grace, state = state, seats = seats(r), version = version})
+if #out == 0 then return '[]' end
+return cjson.encode(out)
 `;
 
 const LUA_ROOMS = `${LUA_COMMON}
@@ -358,9 +412,8 @@ return redis.call('ZCARD', ROOMS)
 `;
 
 const LUA_HEARTBEAT = `${LUA_COMMON}
-redis.call('ZADD', PROCS, now, ARGV[2])
-redis.call('ZREMRANGEBYSCORE', PROCS, '-inf', now - 3600000)
-return now
+-- 1 when this process was not listed: its first beat, or it was taken for dead and reaped
+return redis.call('ZADD', PROCS, now, ARGV[2])
 `;
 
 const LUA_PENALIZE = `${LUA_COMMON}
@@ -399,6 +452,7 @@ export class RedisStore {
     this.client.defineCommand('p2pLeave', { numberOfKeys: 0, lua: LUA_LEAVE });
     this.client.defineCommand('p2pRooms', { numberOfKeys: 0, lua: LUA_ROOMS });
     this.client.defineCommand('p2pHeartbeat', { numberOfKeys: 0, lua: LUA_HEARTBEAT });
+    this.client.defineCommand('p2pReap', { numberOfKeys: 0, lua: LUA_REAP });
     this.client.defineCommand('p2pPenalize', { numberOfKeys: 0, lua: LUA_PENALIZE });
     this.client.defineCommand('p2pPenalty', { numberOfKeys: 0, lua: LUA_PENALTY });
   }
@@ -407,7 +461,18 @@ export class RedisStore {
     await this.client.ping();
     await this.heartbeat();
   }
-  async heartbeat() { await this.client.p2pHeartbeat(this.prefix, this.proc); }
+  /** Returns true when this process had been taken for dead (its seats were released). */
+  async heartbeat() {
+    const added = Number(await this.client.p2pHeartbeat(this.prefix, this.proc));
+    const first = !this.beaten;
+    this.beaten = true;
+    return added === 1 && !first;
+  }
+  /** Release the seats of dead processes; returns [{room, playerIndex, sid, graceMs, state, seats, version}]. */
+  async reap({ graceMs, limit = 8 }) {
+    const out = JSON.parse(await this.client.p2pReap(this.prefix, this.procDeadMs, graceMs, limit));
+    return Array.isArray(out) ? out : [];
+  }
   async join({ sid, room, size, explicit, tokenHash, newTokenHash }) {
     const raw = await this.client.p2pJoin(this.prefix, sid, this.proc, room || '', size, explicit ? '1' : '0',
       tokenHash || '', newTokenHash, this.maxRooms, this.procDeadMs);

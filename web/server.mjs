@@ -258,6 +258,8 @@ function makeStaticHandler(root, { crossOriginIsolation, hostAllowed = () => tru
  * @param {number} [o.maxRooms=10000]
  * @param {string} [o.redis]              redis://host:port — share rooms with other processes
  * @param {string} [o.redisPrefix='p2p:'] key prefix in Redis
+ * @param {number} [o.procDeadMs=20000]   with Redis: a process whose heartbeat is older is dead
+ *                                        (the others release its seats)
  * @param {number} [o.logBurst=200]       client-triggered log lines (whole process): burst ...
  * @param {number} [o.logPerSecond=20]    ... then this many per second
  * @returns {Promise<{url:string, port:number, host:string, io:import('socket.io').Server,
@@ -288,8 +290,8 @@ export async function startServer({
   maxRooms = LIMITS.maxRooms,
   redis = null,
   redisPrefix = 'p2p:',
-  heartbeatMs = 5000,
   procDeadMs = 20000,
+  heartbeatMs = Math.min(5000, Math.max(100, Math.floor(procDeadMs / 4))),
   logBurst = LIMITS.logBurst,
   logPerSecond = LIMITS.logPerSecond,
 } = {}) {
@@ -789,7 +791,30 @@ export async function startServer({
 
   let heartbeat = null;
   if (clustered) {
-    heartbeat = setInterval(() => { store.heartbeat().catch(() => {}); }, heartbeatMs);
+    // Heartbeat, and release the seats of processes whose heartbeat stopped: their players'
+    // peers get peer_left (and the seats are held for the players' tokens) as after a leave.
+    heartbeat = setInterval(() => {
+      store.heartbeat().then((wasReaped) => {
+        if (wasReaped) {
+          // This process missed heartbeats long enough to be taken for dead (a stall, or Redis
+          // out of reach): its seats were released. Close its seated connections so that their
+          // clients reconnect and reclaim their seats with their tokens.
+          log(`[server] this process was taken for dead (no heartbeat for ${procDeadMs / 1000} s): closing its seated connections`);
+          for (const sock of nsp.sockets.values()) {
+            if (sock.data.p2p.room) { sock.data.p2p.room = null; sock.disconnect(true); }
+          }
+        }
+        return store.reap({ graceMs: reconnectGraceMs });
+      }).then((released) => {
+        for (const res of released) {
+          announce(res.room, res.seats.length, res.seats, false, res.version);
+          const msg = { playerIndex: res.playerIndex, room: res.room, reason: 'server process lost' };
+          if (res.graceMs > 0) msg.graceMs = res.graceMs;
+          io.to(roomKey(res.room)).emit('peer_left', msg);
+          say(`[server] ${res.sid} (player ${res.playerIndex}) of ${res.room} was on a server process that stopped: released${res.graceMs > 0 ? ` (seat held ${Math.round(res.graceMs / 1000)} s)` : ''}`);
+        }
+      }).catch(() => {});
+    }, heartbeatMs);
     heartbeat.unref?.();
     // The adapter's static subscriptions are in place once the subscriber connection answers.
     await subClient.ping();
@@ -874,6 +899,8 @@ const USAGE = `usage: node web/server.mjs [options]
   --penalty S                 first rate-limit penalty in seconds, doubling per repeat (default ${LIMITS.penaltyMs / 1000})
   --reconnect-grace S         seconds a started room holds a dropped player's seat (default ${LIMITS.reconnectGraceMs / 1000})
   --max-rooms N               rooms per deployment (default ${LIMITS.maxRooms})
+  --proc-timeout S            with --redis: a process whose heartbeat is this old is dead, its seats
+                              are released (default 20; heartbeat every min(5, S/4) s)
   --quiet                     no per-client log lines
 The first line printed is the server's URL.`;
 
@@ -904,6 +931,7 @@ function parseArgs(argv) {
     else if (a === '--penalty') o.penaltyMs = num(a, val(), 0, 86400) * 1000;
     else if (a === '--reconnect-grace') o.reconnectGraceMs = Math.round(num(a, val(), 0, 86400) * 1000);
     else if (a === '--max-rooms') o.maxRooms = num(a, val(), 1, 1e7);
+    else if (a === '--proc-timeout') o.procDeadMs = Math.round(num(a, val(), 1, 3600) * 1000);
     else if (a === '--quiet') o.quiet = true;
     else if (a === '-h' || a === '--help') o.help = true;
     else throw new Error(`unknown argument: ${a}`);

@@ -12,7 +12,8 @@ import { startRedis, spawnServer } from '../../web/server-procs.mjs';
 
 let redis, p1, p2, raw;
 const clients = [];
-const common = ['--trust-proxy', '--rate', '100', '--burst', '100', '--reconnect-grace', '30', '--max-connections-per-ip', '200', '--quiet'];
+const common = ['--trust-proxy', '--rate', '100', '--burst', '100', '--reconnect-grace', '30', '--max-connections-per-ip', '200',
+  '--proc-timeout', '2', '--quiet'];
 
 before(async () => {
   redis = await startRedis();
@@ -215,6 +216,36 @@ test('when a process shuts down, its players keep their seats for the grace peri
   }
 });
 
+test('when a process is killed, the others release its seats: peers get peer_left, players reclaim elsewhere', async () => {
+  const p3 = await spawnServer(['--redis', redis.url, ...common]);
+  try {
+    const { cs: [a, b], joined: [ja] } = await room([p3, p2], { room: 'x-crash', players: 2 });
+    await room([p3, p3], { room: 'x-crash-all', players: 2 });
+    const dead = await raw.hget('p2p:room:x-crash', 'p0');
+    assert.deepEqual((await raw.smembers(`p2p:pseats:${dead}`)).sort(), ['x-crash', 'x-crash-all']);
+    const left = once(b, 'peer_left', 8000);
+    p3.child.kill('SIGKILL');
+    const pl = await left; // within --proc-timeout (2 s) plus a heartbeat
+    assert.deepEqual(pl, { playerIndex: 0, room: 'x-crash', reason: 'server process lost', graceMs: 30000 });
+    assert.equal(await raw.zscore('p2p:procs', dead), null);
+    assert.equal(await raw.exists(`p2p:pseats:${dead}`), 0);
+    // a room whose players were all on the dead process is held for their tokens, then expires
+    assert.equal(await raw.hget('p2p:room:x-crash-all', 's0'), '');
+    assert.ok(Number(await raw.pttl('p2p:room:x-crash-all')) > 0);
+    // the player comes back on another process with its token
+    void a;
+    const a2 = client(p1);
+    const rejoined = once(b, 'peer_rejoined');
+    assert.equal((await ack(a2, 'join', { room: 'x-crash', token: ja.token })).playerIndex, 0);
+    await rejoined;
+    const p = once(b, 'pyodide_other_player_action');
+    a2.emit('pyodide_player_action', { player_id: 0, action: 1, frame_number: 0 });
+    assert.equal((await p).from, 0);
+  } finally {
+    await p3.stop();
+  }
+});
+
 test('a seat held by a process that stopped its heartbeat (crashed) is freed so the room can still fill', async () => {
   // a waiting room whose seat 0 belongs to a process that is gone (no heartbeat in p2p:procs)
   await raw.hset('p2p:room:x-ghost', { size: '2', auto: '0', ready: '0', s0: 'ghost-socket-id-0000', p0: 'dead-process', t0: 'f'.repeat(64) });
@@ -247,4 +278,19 @@ test('a rate-limit penalty earned on one process is enforced by the other', asyn
   assert.match(await outcome(client(p1, { headers: bad })), /^refused/);
   assert.equal(await outcome(client(p2, { headers: { 'X-Forwarded-For': '198.51.100.10' } })), 'connected');
   assert.ok(Number(await raw.hget('p2p:pen:198.51.100.9', 'strikes')) >= 1);
+});
+
+test('a process that finds it was taken for dead closes its seated connections (their clients reclaim)', async () => {
+  const { cs: [a, b], joined: [ja] } = await room([p1, p2], { room: 'x-stall', players: 2 });
+  const idle = client(p1);
+  assert.equal(await outcome(idle), 'connected');
+  const proc = await raw.hget('p2p:room:x-stall', 'p0');
+  const gone = once(a, 'disconnect', 5000);
+  await raw.zrem('p2p:procs', proc); // what the others do once its heartbeat is --proc-timeout old
+  assert.equal((await gone)[0], 'io server disconnect');
+  await sleep(100);
+  assert.equal(idle.connected, true, 'a connection without a seat stays');
+  assert.equal(b.connected, true);
+  const a2 = client(p2);
+  assert.equal((await ack(a2, 'join', { token: ja.token })).playerIndex, 0);
 });
