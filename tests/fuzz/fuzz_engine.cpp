@@ -7,14 +7,18 @@
 //   KEEPALIVE) to either engine from any peer index on either path, floods, relay JSON text
 //   (pyodide_player_action / p2p_state_sync, structured or raw), direct relay inputs, channel
 //   close/open/fail, P2P cut/restore, a stalled peer, the phantom player's inputs (consistent or
-//   equivocating), episode end and reset.
+//   equivocating), the env ending its episode a few frames ahead, and episode reset (with a fresh
+//   env, as a page does). Every frame is driven through the frame driver (driver.hpp runPlan).
 // After every operation, for every engine, abort() on a violated invariant:
 //   * memoryBytes() never changes (memory is fixed at construction);
 //   * the confirmed frame never decreases within an episode;
 //   * every newly confirmed frame is in the action log and each player's input for it is known
 //     and equals the executed action;
 //   * the executed actions / known inputs of a confirmed frame never change later (shadow copy);
-//   * a rollback plan never names a missing snapshot (the harness Peer throws -> abort);
+//   * a rollback plan never names a missing snapshot (the driver throws -> abort);
+//   * a plan never has an Advance past the terminal frame the engine knows when it plans, nor
+//     past maxEpisodeFrames, and no env is ever stepped past the end of its episode;
+//   * every step report is accepted in plan order and no plan is left unreported;
 //   * an honest engine's input, as confirmed by the other engine, equals the input that engine
 //     really made, unless the fuzzer itself injected something attributed to that player (a
 //     packet with that fromPeer, or a relay input naming it) - i.e. an attacker that is not a
@@ -75,11 +79,11 @@ void putF64(std::vector<uint8_t>& b, double d) { uint64_t u; std::memcpy(&u, &d,
 struct Tracker {
   size_t memory = 0;
   uint32_t episode = 0;
-  uint32_t episodeStart = 0;
-  int64_t confirmed = -1;
-  std::map<uint32_t, std::array<uint8_t, kMaxActors>> shadow;  // confirmed frame -> executed actions
-  std::map<uint32_t, uint8_t> local;                            // this engine's own inputs
-  uint32_t localScan = 0;
+  Frame episodeStart = 0;
+  Frame confirmed = kNoFrame;
+  std::map<Frame, std::array<uint8_t, kMaxActors>> shadow;  // confirmed frame -> executed actions
+  std::map<Frame, uint8_t> local;                            // this engine's own inputs
+  Frame localScan = 0;
   bool tainted[kMaxPlayers] = {};  // the fuzzer injected something attributed to that player
 };
 
@@ -96,7 +100,8 @@ struct World {
   Tracker tr[kEngines];
   double now = 0;
   int steps = 0;
-  std::map<uint32_t, uint8_t> phantomSent;
+  std::map<Frame, uint8_t> phantomSent;
+  int maxEpisodeFrames = 0;
 
   explicit World(FuzzedDataProvider& dp) : d(dp) {}
 
@@ -110,6 +115,9 @@ struct World {
     const int snapInt = d.ConsumeIntegralInRange<int>(1, 8);
     const int hashInt = d.ConsumeIntegralInRange<int>(0, 10);
     const int hashHist = d.ConsumeIntegralInRange<int>(8, 64);
+    // Derived from a choice already made, so that the corpus seeds keep their meaning: 1 run in 8
+    // truncates its episodes after 32..256 frames.
+    maxEpisodeFrames = hashHist % 8 == 0 ? hashHist * 4 : 0;
     const int budget = d.ConsumeIntegralInRange<int>(4, 64);
     const int maxPred = d.ConsumeIntegralInRange<int>(0, 40);
     const bool dual = d.ConsumeBool();
@@ -129,6 +137,7 @@ struct World {
                  {"snapshotBytes", 16384}, {"snapshotSlots", 32}, {"maxEvents", 64}, {"gameId", "fz"}};
     if (hashInt == 0) base.erase("hashInterval");
     if (syncTest) base["syncTest"] = {{"checkDistance", syncTest}};
+    if (maxEpisodeFrames) base["maxEpisodeFrames"] = maxEpisodeFrames;
     json idList = json::array();
     for (int p = 0; p < players; ++p) {
       json id = stringIds ? json("player-" + std::to_string(p)) : json(p);
@@ -152,6 +161,7 @@ struct World {
       std::string text = c.dump();
       // Every config built here is valid: Peer throws (-> abort) if create() rejects it.
       peers.push_back(std::make_unique<Peer>(i, text, 1000u + static_cast<uint64_t>(i), players + bots));
+      peers.back()->maxEventsKept = 0;  // counted, not kept
       nextAt.push_back(i * 7.0);
       pausedUntil.push_back(0);
       tr[i].memory = peers[i]->engine->memoryBytes();
@@ -176,7 +186,7 @@ struct World {
     }
   }
 
-  void checkFrame(int i, uint32_t f, const std::array<uint8_t, kMaxActors>& want) {
+  void checkFrame(int i, Frame f, const std::array<uint8_t, kMaxActors>& want) {
     SyncEngine& e = eng(i);
     const int n = e.numActors();
     std::vector<uint8_t> log;
@@ -194,7 +204,7 @@ struct World {
     Tracker& t = tr[i];
     if (e.memoryBytes() != t.memory) violation("memoryBytes changed", i, static_cast<long long>(e.memoryBytes()), static_cast<long long>(t.memory));
     if (e.episode() != t.episode) {
-      if (static_cast<int64_t>(e.episodeStart()) <= t.confirmed)
+      if (e.episodeStart() <= t.confirmed)
         violation("new episode overlaps confirmed frames of the previous one", i, e.episodeStart(), t.confirmed);
       t.episode = e.episode();
       t.episodeStart = e.episodeStart();
@@ -206,11 +216,11 @@ struct World {
       phantomSent.erase(phantomSent.lower_bound(t.episodeStart), phantomSent.end());
     }
     scanLocal(i);
-    const int64_t c = e.confirmedFrame();
+    const Frame c = e.confirmedFrame();
     if (c < t.confirmed) violation("confirmed frame decreased", i, c, t.confirmed);
+    if (peers[static_cast<size_t>(i)]->stepsPastEnd) violation("env stepped past the end of its episode", i, e.frame(), e.terminalFrame());
     const int n = e.numActors();
-    for (int64_t f64 = std::max<int64_t>(t.confirmed + 1, t.episodeStart); f64 <= c; ++f64) {
-      const uint32_t f = static_cast<uint32_t>(f64);
+    for (Frame f = std::max(t.confirmed + 1, t.episodeStart); f <= c; ++f) {
       std::vector<uint8_t> log;
       if (e.actionLog(f, f, log, true) != 1) violation("confirmed frame missing from the action log", i, f, c);
       std::array<uint8_t, kMaxActors> acts{};
@@ -231,13 +241,18 @@ struct World {
     }
     t.confirmed = c;
     // Re-verify the newest confirmed frames (all of them at the end of the run).
-    auto it = full ? t.shadow.begin() : t.shadow.lower_bound(c > 48 ? static_cast<uint32_t>(c - 48) : 0);
+    auto it = full ? t.shadow.begin() : t.shadow.lower_bound(c - 48);
     for (; it != t.shadow.end(); ++it) checkFrame(i, it->first, it->second);
     // Bound the shadow: frames that fell out of the ring cannot be read any more.
     if (c > 2 * bufferFrames) {
-      const uint32_t lo = static_cast<uint32_t>(c - 2 * bufferFrames);
+      const Frame lo = c - 2 * bufferFrames;
       t.shadow.erase(t.shadow.begin(), t.shadow.lower_bound(lo));
-      t.local.erase(t.local.begin(), t.local.lower_bound(lo > 64u ? lo - 64u : 0u));
+      t.local.erase(t.local.begin(), t.local.lower_bound(lo - 64));
+    }
+    if (full) {
+      const nlohmann::json session = e.exportSessionMetrics()["session"];
+      if (session["badStepReports"] != 0) violation("a step report out of plan order", i, session["badStepReports"].get<long long>(), 0);
+      if (session["unreportedSteps"] != 0) violation("a plan left unreported", i, session["unreportedSteps"].get<long long>(), 0);
     }
   }
 
@@ -256,16 +271,35 @@ struct World {
     }
     std::vector<uint8_t> botActs(static_cast<size_t>(bots));
     for (int b = 0; b < bots; ++b) botActs[static_cast<size_t>(b)] = static_cast<uint8_t>((p.game.frame + static_cast<uint32_t>(b)) % 5);
-    p.step(now, *net, bots ? botActs.data() : nullptr);
+    p.step(now, bots ? botActs.data() : nullptr);
+    flush(i);
     ++steps;
+    // The plan: no Advance past the terminal frame the engine knew when it planned, nor past
+    // the truncation limit.
+    SyncEngine& e = eng(i);
+    for (const PlanCopy::Req& r : p.plan.requests) {
+      if (r.kind != RequestKind::Advance) continue;
+      if (p.plan.terminalFrame != kNoFrame && r.frame > p.plan.terminalFrame) violation("planned past the terminal frame", i, r.frame, p.plan.terminalFrame);
+      if (maxEpisodeFrames && r.frame >= e.episodeStart() + maxEpisodeFrames) violation("planned past maxEpisodeFrames", i, r.frame, e.episodeStart());
+    }
     scanLocal(i);
+  }
+
+  void flush(int i) {
+    Peer& p = *peers[static_cast<size_t>(i)];
+    for (const Packet& k : p.sent) net->send(k.from, k.to, k.path, k.kind, k.event, k.bytes.data(), k.bytes.size(), now);
+    p.sent.clear();
   }
 
   void deliverDue(double until) {
     while (net->due(until)) {
-      Delivery dl = net->pop();
-      now = std::max(now, dl.at);
-      peers[static_cast<size_t>(dl.to)]->deliver(dl, *net, now);
+      Packet dl;
+      const double at = net->nextAt();
+      const bool arrives = net->pop(dl);
+      now = std::max(now, at);
+      if (!arrives) continue;
+      peers[static_cast<size_t>(dl.to)]->receive(dl, now);
+      flush(dl.to);
     }
     now = std::max(now, until);
   }
@@ -286,13 +320,20 @@ struct World {
   }
 
   void inject(int i, const std::vector<uint8_t>& bytes, int from, Path via) {
-    RxResult r = eng(i).receive(bytes.data(), bytes.size(), from, via, now);
+    const RxResult r = peers[static_cast<size_t>(i)]->rxBytes(bytes, from, now, via);
     if (!rejectedUpFront(r)) taint(i, from);
-    peers[static_cast<size_t>(i)]->sendBox(eng(i).replies(), *net, now);
+    flush(i);
   }
 
   void relayJson(int i, RelayEvent ev, const std::string& text, int from) {
-    RxResult r = eng(i).receiveRelayJson(ev, text.data(), text.size(), from, now);
+    Packet p;
+    p.from = from;
+    p.to = i;
+    p.path = Path::Relay;
+    p.kind = OutKind::RelayJson;
+    p.event = ev;
+    p.bytes.assign(text.begin(), text.end());
+    const RxResult r = peers[static_cast<size_t>(i)]->receive(p, now);
     if (ev == RelayEvent::PlayerAction && !rejectedUpFront(r)) {
       PlayerActionMsg m;
       if (parsePlayerAction(text.data(), text.size(), m) == RxResult::Ok) {
@@ -302,7 +343,7 @@ struct World {
         for (int p = 0; p < players; ++p) taint(i, p);  // cannot tell: assume the worst
       }
     }
-    peers[static_cast<size_t>(i)]->sendBox(eng(i).replies(), *net, now);
+    flush(i);
   }
 
   int pickPeer() {
@@ -316,16 +357,17 @@ struct World {
     }
   }
 
+  // A wire frame (u32) near the interesting ones (wrapping like the wire does).
   uint32_t pickFrame(int i) {
     SyncEngine& e = eng(i);
     switch (d.ConsumeIntegralInRange<int>(0, 9)) {
       case 0: return d.ConsumeIntegral<uint32_t>();
       case 1: return std::numeric_limits<uint32_t>::max() - d.ConsumeIntegralInRange<uint32_t>(0, 2);
-      case 2: return static_cast<uint32_t>(e.confirmedFrame() + d.ConsumeIntegralInRange<int>(-8, 8));
-      case 3: return e.episodeStart() + d.ConsumeIntegralInRange<uint32_t>(0, 4) - 1;
-      case 4: return e.frame() + static_cast<uint32_t>(bufferFrames) + d.ConsumeIntegralInRange<uint32_t>(0, 3) - 2;
-      case 5: return e.frame() - static_cast<uint32_t>(bufferFrames) - d.ConsumeIntegralInRange<uint32_t>(0, 3);
-      default: return e.frame() + static_cast<uint32_t>(d.ConsumeIntegralInRange<int>(-24, 24));
+      case 2: return wireFrame(e.confirmedFrame() + d.ConsumeIntegralInRange<int>(-8, 8));
+      case 3: return wireFrame(e.episodeStart() + d.ConsumeIntegralInRange<int>(0, 4) - 1);
+      case 4: return wireFrame(e.frame() + bufferFrames + d.ConsumeIntegralInRange<int>(0, 3) - 2);
+      case 5: return wireFrame(e.frame() - bufferFrames - d.ConsumeIntegralInRange<int>(0, 3));
+      default: return wireFrame(e.frame() + d.ConsumeIntegralInRange<int>(-24, 24));
     }
   }
 
@@ -378,7 +420,7 @@ struct World {
       case 0: b.push_back(0x02); putF64(b, pickTimestamp(i)); break;                    // PING
       case 1: case 2: b.push_back(0x03); putF64(b, pickTimestamp(i)); break;            // PONG
       case 3: b.push_back(0x04); break;                                                 // KEEPALIVE
-      case 4: b.push_back(0x05); put32(b, pickFrame(i) - eng(i).episodeStart()); put32(b, eng(i).episode() + d.ConsumeIntegralInRange<uint32_t>(0, 2) - 1); break;
+      case 4: b.push_back(0x05); put32(b, wireFrame(pickFrame(i) - eng(i).episodeStart())); put32(b, eng(i).episode() + d.ConsumeIntegralInRange<uint32_t>(0, 2) - 1); break;
       case 5: b.push_back(0x06); put32(b, eng(i).episode() + d.ConsumeIntegralInRange<uint32_t>(0, 2) - 1); put64(b, d.ConsumeIntegral<uint64_t>()); break;
       case 6: {                                                                          // STATE_HASH
         b.push_back(0x07);
@@ -426,7 +468,7 @@ struct World {
     const int who = d.ConsumeIntegralInRange<int>(0, players);
     j["sender_id"] = who < players ? json::parse(ids[static_cast<size_t>(who)]) : json(d.ConsumeIntegral<int16_t>());
     uint32_t f = pickFrame(i);
-    j["frame_number"] = f - eng(i).episodeStart();
+    j["frame_number"] = wireFrame(f - eng(i).episodeStart());
     uint64_t h = d.ConsumeIntegral<uint64_t>();
     if (d.ConsumeBool())
       if (const SnapshotStore::Entry* e = eng(i).snapshot(f)) h = e->hash;
@@ -447,20 +489,20 @@ struct World {
     if (players < 3) return;
     for (int i = 0; i < kEngines; ++i) {
       SyncEngine& e = eng(i);
-      uint32_t hi = e.frame() + static_cast<uint32_t>(e.config().inputDelay);
-      uint32_t lo = std::max<uint32_t>(e.episodeStart(), hi > 14 ? hi - 14 : 0);
+      const Frame hi = e.frame() + e.config().inputDelay;
+      const Frame lo = std::max(e.episodeStart(), hi - 14);
       std::vector<uint8_t> b;
       b.push_back(0x01);
       put16(b, 2);
-      put32(b, hi);
+      put32(b, wireFrame(hi));
       b.push_back(static_cast<uint8_t>(hi - lo + 1));
       b.push_back(0);
-      for (uint32_t f = lo; f <= hi; ++f) {
+      for (Frame f = lo; f <= hi; ++f) {
         auto it = phantomSent.find(f);
-        uint8_t a = it != phantomSent.end() ? it->second : static_cast<uint8_t>((f * 2654435761u >> 13) % 5);
+        uint8_t a = it != phantomSent.end() ? it->second : static_cast<uint8_t>((wireFrame(f) * 2654435761u >> 13) % 5);
         phantomSent.emplace(f, a);
         if (equivocate && i == 1) a = static_cast<uint8_t>((a + 1) % 5);
-        put32(b, f);
+        put32(b, wireFrame(f));
         b.push_back(a);
       }
       inject(i, b, 2, d.ConsumeBool() ? Path::P2P : Path::Relay);
@@ -544,11 +586,13 @@ struct World {
       }
       case 18: {  // episode end / reset
         SyncEngine& e = eng(i);
+        Peer& p = *peers[static_cast<size_t>(i)];
         if (d.ConsumeBool()) {
-          e.endEpisode(e.frame() - d.ConsumeIntegralInRange<uint32_t>(0, 5), now);
-        } else {
-          std::string err = e.resetEpisode(d.ConsumeBool() ? -1 : d.ConsumeIntegralInRange<int>(0, 40));
-          (void)err;
+          // this peer's env ends its episode after a frame a few ahead (this peer only: the
+          // others' envs do not, a mismatch the engines must still settle on one frame)
+          p.game.endAtFrame = (e.frame() - e.episodeStart()) + d.ConsumeIntegralInRange<int>(0, 5);
+        } else if (e.resetEpisode(d.ConsumeBool() ? -1 : d.ConsumeIntegralInRange<int>(0, 40)).empty()) {
+          p.resetGame();  // the page starts its env's next episode
         }
         break;
       }

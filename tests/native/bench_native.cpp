@@ -6,9 +6,13 @@
 //   codec.encodeNsPerPacket / decodeNsPerPacket   INPUT packet of 10 entries (protocol.hpp)
 //   hash.<size>.rawGBps                           XXH3-64 of a state text (hashBytes)
 //   hash.<size>.canonicalGBps                     canonicalHash(text, floatDigits 6)
-//   frameUs.steady2p / late10pct2p / steady4p     the same frame loops as web/bench.mjs, calling
-//                                                 SyncEngine directly (no WASM, no JS glue), for
-//                                                 comparison with the WASM figures.
+//   frameUs.steady2p / late10pct2p / steady4p / steady2pHashSync
+//                                                 the same frame loops as web/bench.mjs: per
+//                                                 engine-frame, advance() + the plan run through the
+//                                                 frame driver (tests/unit/driver.hpp runPlan) against
+//                                                 a trivial env whose state is 16 bytes + receive()
+//                                                 of each packet the remote engines sent that tick
+//                                                 (no WASM, no JS), for comparison with the WASM figures.
 // The state texts and the link model are the same as in web/bench.mjs (see there).
 #include <algorithm>
 #include <chrono>
@@ -23,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "driver.hpp"
 #include "protocol.hpp"
 #include "state_hash.hpp"
 #include "sync_engine.hpp"
@@ -150,9 +155,10 @@ Message inputMessage() {
 }
 
 // ------------------------------------------------------------------ frame loops
-// N engines in one process exchange their P2P packets after every tick (all engines advance,
-// then every packet due is received). Snapshots are 16 bytes (the frame number), so the
-// per-frame cost excludes state hashing; hashInterval is 6000 unless `hashSync`.
+// N engines in one process exchange their P2P packets after every tick (all engines advance and
+// run their plan, then every packet due is received). The env's state is 16 bytes (its frame
+// count and a running sum of the actions), so the per-frame cost excludes state hashing;
+// hashInterval is 6000 unless `hashSync`.
 // Late mode: each directed link freezes with probability `freezeP` per tick for D+k-1 ticks
 // (k uniform 1..4, D = inputDelay): packets sent meanwhile are held and released together, so
 // the input sent first arrives k frames after the receiver executed (predicted) its frame.
@@ -176,7 +182,28 @@ struct FrameSim {
   Rng linkRng{777};
   uint64_t tick = 0;
   uint64_t packets = 0, inputsTotal = 0, inputsLate = 0, rollbacks = 0, replayed = 0, nonRun = 0;
-  uint8_t snap[16] = {};
+  // The trivial env of one engine (driver.hpp's Env interface).
+  struct Env {
+    uint64_t frame = 0, sum = 0;
+    bool load(const uint8_t* d, size_t n) {
+      if (n != 16) return false;
+      std::memcpy(&frame, d, 8);
+      std::memcpy(&sum, d + 8, 8);
+      return true;
+    }
+    std::string state() const {
+      std::string s(16, '\0');
+      std::memcpy(s.data(), &frame, 8);
+      std::memcpy(s.data() + 8, &sum, 8);
+      return s;
+    }
+    test::StepOutcome step(const uint8_t* actions, int n, const RequestView&) {
+      for (int i = 0; i < n; ++i) sum = sum * 31 + actions[i];
+      ++frame;
+      return {};
+    }
+  };
+  std::vector<Env> envs;
 
   FrameSim(int players, double p, bool hashSync) : n(players), freezeP(p), links(static_cast<size_t>(players * players)) {
     for (int i = 0; i < n; ++i) {
@@ -192,11 +219,7 @@ struct FrameSim {
         if (j != i) eng.back()->onChannelOpen(j, 0);
       actRng.emplace_back(1000 + static_cast<uint32_t>(i));
     }
-  }
-
-  void save(SyncEngine& e, uint32_t frame) {
-    std::memcpy(snap, &frame, 4);
-    e.saveSnapshot(frame, snap, sizeof snap);
+    envs.resize(static_cast<size_t>(n));
   }
 
   void enqueue(int from, int to, const uint8_t* b, size_t len) {
@@ -216,40 +239,24 @@ struct FrameSim {
 
   // Queues the P2P packets of an outbox (relay records are not delivered: P2P is healthy here).
   void sendBox(int from, const Outbox& box) {
-    const uint8_t* p = box.data();
-    size_t off = 0;
-    while (off + 8 <= box.size()) {
-      uint32_t len;
-      std::memcpy(&len, p + off + 4, 4);
-      if (p[off] == 0 && p[off + 1] == 0) {  // P2P packet
-        int to = static_cast<int8_t>(p[off + 2]);
-        for (int t = 0; t < n; ++t)
-          if (t != from && (to < 0 || to == t)) enqueue(from, t, p + off + 8, len);
-      }
-      off += 8 + ((len + 3) & ~size_t(3));
-    }
+    box.forEach([&](const OutRecord& r) {
+      if (r.kind != OutKind::Packet || r.path != Path::P2P) return;
+      for (int t = 0; t < n; ++t)
+        if (t != from && (r.to < 0 || r.to == t)) enqueue(from, t, r.data, r.length);
+    });
   }
 
   void step() {
     const double now = static_cast<double>(tick) * (1000.0 / 60.0);
     for (int i = 0; i < n; ++i) {
       SyncEngine& e = *eng[static_cast<size_t>(i)];
-      Status st = e.advance(now, static_cast<uint8_t>(actRng[static_cast<size_t>(i)].below(5)), 0);
-      const int32_t* H = e.planHeader();
-      if (H[kRollback]) {
-        ++rollbacks;
-        const uint8_t* resnap = e.planBase() + e.resnapOffset();
-        for (int k = 0; k < H[kReplayCount]; ++k) {
-          if (resnap[k]) save(e, static_cast<uint32_t>(H[kLoadFrame] + k));
-          ++replayed;
-        }
-      }
-      if (st == Status::Run) {
-        if (H[kSaveSnapshot]) save(e, static_cast<uint32_t>(H[kFrame]));
-      } else {
-        ++nonRun;
-      }
+      const Status st = e.advance(now, static_cast<uint8_t>(actRng[static_cast<size_t>(i)].below(5)), 0);
       sendBox(i, e.outbox());
+      const test::PlanStats ps = test::runPlan(e, envs[static_cast<size_t>(i)]);
+      if (ps.rolledBack) ++rollbacks;
+      replayed += static_cast<uint64_t>(ps.replayed);
+      if (st != Status::Run) ++nonRun;
+      e.consumeEvents();  // the reader marks the events read (JS: the kEventRead word)
     }
     for (int to = 0; to < n; ++to) {
       SyncEngine& e = *eng[static_cast<size_t>(to)];

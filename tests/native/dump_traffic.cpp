@@ -1,6 +1,6 @@
 // Captures real traffic for the fuzz seed corpora: runs a harness Session (two or more engines
-// over the lossy in-memory network) and writes the first N packets received by any engine, one
-// file each, into a directory.
+// over the lossy in-memory network, driven through the frame driver) and writes the first N
+// packets received by any engine, one file each, into a directory.
 //   build/native/dump_traffic DIR [--count N] [--players P] [--seed S] [--skip K] [--json-prefix]
 // Files: NNN-p2p-<type>.bin / NNN-relay-<type>.bin (binary wire packets, exactly as received),
 // NNN-action.json / NNN-state.json (relay JSON text). With --json-prefix the JSON files get the
@@ -68,43 +68,33 @@ int main(int argc, char** argv) {
   Session s(o);
 
   int written = 0, seen = 0;
-  const double frameMs = 1000.0 / o.fps;
-  while (written < count && s.now < 600000) {
-    double next = *std::min_element(s.nextAt.begin(), s.nextAt.end());
-    while (s.net.due(next)) {
-      Delivery d = s.net.pop();
-      s.now = std::max(s.now, d.at);
-      if (seen++ >= skip && written < count) {
-        const bool packet = d.path == Path::P2P || d.event == RelayEvent::Packet;
-        char name[96];
-        std::string body(d.bytes.begin(), d.bytes.end());
-        if (packet) {
-          std::snprintf(name, sizeof name, "%03d-%s-%s.bin", written, d.path == Path::P2P ? "p2p" : "relay",
-                        d.bytes.empty() ? "empty" : typeName(d.bytes[0]));
-        } else {
-          const bool action = d.event == RelayEvent::PlayerAction;
-          std::snprintf(name, sizeof name, "%03d-%s.json", written, action ? "action" : "state");
-          if (jsonPrefix) body = std::string{static_cast<char>(action ? 1 : 2), static_cast<char>(d.from + 1)} + body;
-        }
-        std::string path = dir + "/" + name;
-        FILE* f = std::fopen(path.c_str(), "wb");
-        if (!f) {
-          std::perror(path.c_str());
-          return 1;
-        }
-        std::fwrite(body.data(), 1, body.size(), f);
-        std::fclose(f);
-        ++written;
-      }
-      s.peers[static_cast<size_t>(d.to)]->deliver(d, s.net, s.now);
+  bool failed = false;
+  s.onDeliver = [&](const Packet& d) {
+    if (seen++ < skip || written >= count || failed) return;
+    const bool packet = d.kind == OutKind::Packet;
+    char name[96];
+    std::string body(d.bytes.begin(), d.bytes.end());
+    if (packet) {
+      std::snprintf(name, sizeof name, "%03d-%s-%s.bin", written, d.path == Path::P2P ? "p2p" : "relay",
+                    d.bytes.empty() ? "empty" : typeName(d.bytes[0]));
+    } else {
+      const bool action = d.event == RelayEvent::PlayerAction;
+      std::snprintf(name, sizeof name, "%03d-%s.json", written, action ? "action" : "state");
+      if (jsonPrefix) body = std::string{static_cast<char>(action ? 1 : 2), static_cast<char>(d.from + 1)} + body;
     }
-    s.now = next;
-    for (size_t i = 0; i < s.peers.size(); ++i) {
-      if (s.nextAt[i] > s.now) continue;
-      s.nextAt[i] += frameMs;
-      s.peers[i]->step(s.now, s.net);
+    const std::string path = dir + "/" + name;
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) {
+      std::perror(path.c_str());
+      failed = true;
+      return;
     }
-  }
+    std::fwrite(body.data(), 1, body.size(), f);
+    std::fclose(f);
+    ++written;
+  };
+  while (written < count && !failed && s.now < 600000) s.tick();
+  if (failed) return 1;
   std::printf("wrote %d packets to %s\n", written, dir.c_str());
   return written == count ? 0 : 1;
 }

@@ -1,12 +1,13 @@
 // Native soak: a long harness session (the toy game over the in-memory lossy network, every peer
-// driving a real SyncEngine the way the JS glue does) with optional random faults, checking the
-// engine's invariants all the way:
+// driving a real SyncEngine through the frame driver, tests/unit/driver.hpp) with optional random
+// faults, checking the engine's invariants all the way:
 //   * the confirmed frame of every peer never decreases;
 //   * the inputs of confirmed frames never change (every confirmed frame is re-read from the
 //     engine - action log and known inputs - once more shortly before it leaves the ring);
 //   * identical confirmed action logs on every peer (compared frame by frame as they confirm,
 //     plus a running hash of each whole log);
 //   * 0 desyncs, 0 nondeterminism reports, 0 missing snapshots;
+//   * every step report in plan order, no plan left unreported, no env stepped past its end;
 //   * memory flat after warm-up: engine->memoryBytes() never changes, and the process RSS
 //     (/proc/self/statm) sampled at 10% and 100% of the run grows by at most 1 MiB + 2%.
 //
@@ -108,7 +109,7 @@ struct LogCompare {
 
 // The confirmed actions of one peer's recent frames, re-read from the engine before they age out.
 struct Recheck {
-  std::deque<std::pair<uint32_t, std::vector<uint8_t>>> frames;  // frame -> actions
+  std::deque<std::pair<Frame, std::vector<uint8_t>>> frames;  // frame -> actions
   uint64_t rechecked = 0;
 };
 
@@ -171,11 +172,7 @@ int main(int argc, char** argv) {
   double nextFault = 20000 + frng.uniform() * 20000;
   double restoreAt = -1, burstEndAt = -1;
 
-  auto frameMin = [&]() {
-    uint32_t m = UINT32_MAX;
-    for (auto& p : s.peers) m = std::min(m, p->engine->frame());
-    return m;
-  };
+  auto frameMin = [&]() { return s.minFrame(); };
 
   double rss10 = -1, rss100 = -1;
   std::vector<size_t> mem10;
@@ -184,7 +181,7 @@ int main(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   uint64_t ticks = 0;
 
-  while (frameMin() < o.frames) {
+  while (frameMin() < static_cast<Frame>(o.frames)) {
     s.tick();
     ++ticks;
 
@@ -243,9 +240,9 @@ int main(int argc, char** argv) {
       // Newly confirmed frames (Session::tick appended them to s.logs[i]).
       std::vector<uint8_t>& l = s.logs[i];
       const size_t n = l.size() / static_cast<size_t>(actors);
-      const uint32_t first = s.logged[i] - static_cast<uint32_t>(n);
+      const Frame first = s.logged[i] - static_cast<Frame>(n);
       for (size_t k = 0; k < n; ++k) {
-        const uint32_t f = first + static_cast<uint32_t>(k);
+        const Frame f = first + static_cast<Frame>(k);
         std::vector<uint8_t> acts(l.begin() + static_cast<long>(k * static_cast<size_t>(actors)),
                                   l.begin() + static_cast<long>((k + 1) * static_cast<size_t>(actors)));
         for (int p = 0; p < o.players; ++p) {
@@ -255,14 +252,14 @@ int main(int argc, char** argv) {
         }
         recheck[i].frames.emplace_back(f, std::move(acts));
       }
-      if (static_cast<int64_t>(s.logged[i]) != c + 1)
+      if (s.logged[i] != c + 1)
         viol.report("confirmed frames missing from the action log", static_cast<int>(i), c, s.logged[i]);
       lastConfirmed[i] = std::max(lastConfirmed[i], c);
       logs.add(i, l);
       // Re-read confirmed frames that are about to leave the ring: nothing may have changed.
       auto& q = recheck[i].frames;
-      while (!q.empty() && static_cast<int64_t>(q.front().first) + static_cast<int64_t>(ring) / 2 < c) {
-        const uint32_t f = q.front().first;
+      while (!q.empty() && q.front().first + static_cast<Frame>(ring) / 2 < c) {
+        const Frame f = q.front().first;
         std::vector<uint8_t> now;
         if (e.actionLog(f, f, now, true) != 1) viol.report("confirmed frame left the log early", static_cast<int>(i), f, c);
         else if (now != q.front().second) viol.report("confirmed actions changed", static_cast<int>(i), f, c);
@@ -276,14 +273,15 @@ int main(int argc, char** argv) {
     }
     logs.compare();
 
-    const uint32_t fm = frameMin();
-    if (rss10 < 0 && fm >= warm) {
+    const Frame fm = frameMin();
+    if (rss10 < 0 && fm >= static_cast<Frame>(warm)) {
       rss10 = rssMiB();
       for (auto& p : s.peers) mem10.push_back(p->engine->memoryBytes());
     }
-    if (!o.quiet && fm >= nextProgress) {
+    if (!o.quiet && fm >= static_cast<Frame>(nextProgress)) {
       double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "[soak] %3d%%  frame %u  %.1f s  rss %.1f MiB\n", static_cast<int>(100.0 * fm / static_cast<double>(o.frames)), fm, el, rssMiB());
+      std::fprintf(stderr, "[soak] %3d%%  frame %lld  %.1f s  rss %.1f MiB\n", static_cast<int>(100.0 * static_cast<double>(fm) / static_cast<double>(o.frames)),
+                   static_cast<long long>(fm), el, rssMiB());
       nextProgress += o.frames / 10;
     }
   }
@@ -292,6 +290,7 @@ int main(int argc, char** argv) {
 
   // ---- figures
   uint64_t desyncs = 0, nondet = 0, rollbacks = 0, stalls = 0, waits = 0, replayed = 0, engineDesyncs = 0;
+  uint64_t badReports = 0, unreported = 0, pastEnd = 0;
   int64_t minVerified = INT64_MAX;
   for (auto& p : s.peers) {
     desyncs += p->desyncs;
@@ -302,6 +301,10 @@ int main(int argc, char** argv) {
     replayed += p->replayedFrames;
     engineDesyncs += p->engine->stateSync().desyncCount();
     minVerified = std::min<int64_t>(minVerified, p->engine->verifiedFrame());
+    const nlohmann::json session = p->engine->exportSessionMetrics()["session"];
+    badReports += session["badStepReports"].get<uint64_t>();
+    unreported += session["unreportedSteps"].get<uint64_t>();
+    pastEnd += p->stepsPastEnd;
   }
   // The running hashes cover each peer's whole log: comparable when every peer logged as many
   // frames (the frame-by-frame comparison above covers the common prefix in any case).
@@ -331,6 +334,7 @@ int main(int argc, char** argv) {
   std::printf("  %-34s %" PRIu64 " (engines: %" PRIu64 ")\n", "desyncs", desyncs, engineDesyncs);
   std::printf("  %-34s %" PRIu64 "\n", "nondeterminism reports", nondet);
   std::printf("  %-34s %" PRIu64 "\n", "engine errors (snapshot missing)", snapshotErrors);
+  std::printf("  %-34s %" PRIu64 " bad, %" PRIu64 " unreported, %" PRIu64 " past the end\n", "step reports", badReports, unreported, pastEnd);
   std::printf("  %-34s %" PRId64 "\n", "min verified frame", minVerified);
   std::printf("  %-34s %" PRIu64 " (%" PRIu64 " frames replayed)\n", "rollbacks", rollbacks, replayed);
   std::printf("  %-34s %" PRIu64 " / %" PRIu64 "\n", "stall / wait frames", stalls, waits);
@@ -344,7 +348,8 @@ int main(int argc, char** argv) {
   std::printf("  %-34s %s\n", "memory flat after warm-up", memFlat ? "yes" : "NO");
 
   const bool ok = viol.count == 0 && logs.mismatches == 0 && hashesEqual && desyncs == 0 && engineDesyncs == 0 && nondet == 0 &&
-                  snapshotErrors == 0 && memFlat && logs.comparedFrames + 200 >= o.frames;
+                  snapshotErrors == 0 && memFlat && logs.comparedFrames + 200 >= o.frames && badReports == 0 && unreported == 0 &&
+                  pastEnd == 0;
   std::printf("soak: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

@@ -25,14 +25,6 @@ namespace {
 
 std::string nameOf(RxResult r) { return rxResultName(r); }
 
-std::vector<uint8_t> enc(const Message& m) {
-  std::vector<uint8_t> b(kMaxPacketBytes + 16);
-  const size_t n = encode(m, b.data(), b.size());
-  REQUIRE(n > 0);
-  b.resize(n);
-  return b;
-}
-
 // A valid-looking message of every type (INPUT / INPUT_RESPONSE as `player`, near `frame`).
 std::vector<std::pair<const char*, std::vector<uint8_t>>> everyType(int player, uint32_t frame) {
   std::vector<std::pair<const char*, std::vector<uint8_t>>> v;
@@ -93,7 +85,7 @@ void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
 struct Live {
   Session s;
   std::vector<size_t> mem;
-  uint32_t logBase = 0;  // frames no longer in s.logs (an earlier episode)
+  Frame logBase = 0;  // frames in no episode's log (the gap before a later episode)
 
   static SessionOptions options(int players, uint64_t seed) {
     SessionOptions o;
@@ -109,16 +101,25 @@ struct Live {
   }
 
   SyncEngine& victim() { return *s.peers[0]->engine; }
-  uint32_t frame() { return victim().frame(); }
+  uint32_t frame() { return static_cast<uint32_t>(victim().frame()); }
 
   // Delivers attacker bytes to the victim as if they came from `from`; replies go out.
   RxResult send(const std::vector<uint8_t>& b, int from, Path via = Path::P2P) {
-    RxResult r = victim().receive(b.data(), b.size(), from, via, s.now);
-    s.peers[0]->sendBox(victim().replies(), s.net, s.now);
+    const RxResult r = s[0].rxBytes(b, from, s.now, via);
+    s.flush(0);
     return r;
   }
   RxResult relay(RelayEvent ev, const std::string& text, int from) {
-    return victim().receiveRelayJson(ev, text.data(), text.size(), from, s.now);
+    Packet p;
+    p.from = from;
+    p.to = 0;
+    p.path = Path::Relay;
+    p.kind = OutKind::RelayJson;
+    p.event = ev;
+    p.bytes.assign(text.begin(), text.end());
+    const RxResult r = s[0].receive(p, s.now);
+    s.flush(0);
+    return r;
   }
 
   // Expects `r` to be `name` and counted under it.
@@ -129,9 +130,7 @@ struct Live {
   // Runs `more` frames after the attack, then: identical logs, no desync, hashes verified,
   // memory unchanged.
   void finish(uint32_t more = 300) {
-    uint32_t target = UINT32_MAX;
-    for (auto& p : s.peers) target = std::min(target, p->engine->frame());
-    target += more;
+    const Frame target = s.minFrame() + more;
     s.runFrames(target);
     size_t common = 0;
     CHECK(s.logsIdentical(&common));
@@ -140,9 +139,11 @@ struct Live {
     for (size_t i = 0; i < s.peers.size(); ++i) {
       SyncEngine& e = *s.peers[i]->engine;
       CHECK(e.stateSync().desyncCount() == 0);
-      CHECK(e.verifiedFrame() + 100 > static_cast<int64_t>(target));
+      CHECK(e.verifiedFrame() + 100 > target);
       CHECK(e.memoryBytes() == mem[i]);
       CHECK(s.peers[i]->nondeterminism == 0);
+      CHECK(s.peers[i]->stepsPastEnd == 0);
+      CHECK(e.exportSessionMetrics()["session"]["badStepReports"] == 0);
     }
   }
 };
@@ -208,7 +209,7 @@ TEST_CASE("adversarial: unknown types, non-zero flags, non-monotonic frames, ent
     L.expect(L.send(b, 1), "UNKNOWN_TYPE");
   }
   std::vector<uint8_t> input = everyType(1, L.frame())[0].second;
-  for (uint8_t flags : {0x01, 0x80, 0xff}) {
+  for (uint8_t flags : {0x02, 0x80, 0xff}) {  // 0x01 is kInputUnfocused
     std::vector<uint8_t> b = input;
     b[8] = flags;
     L.expect(L.send(b, 1), "BAD_FLAGS");
@@ -363,7 +364,7 @@ TEST_CASE("adversarial: STATE_HASH for a future frame is OUT_OF_WINDOW, for an e
   Live L(2, 1000);
   SyncEngine& v = L.victim();
   const uint32_t interval = static_cast<uint32_t>(v.config().effectiveHashInterval());
-  const uint32_t rel = v.frame() - v.episodeStart();
+  const uint32_t rel = static_cast<uint32_t>(v.frame() - v.episodeStart());
   Message m;
   m.type = MsgType::StateHash;
   m.digest = 0xbadbadbadbadull;
@@ -388,30 +389,25 @@ TEST_CASE("adversarial: STATE_HASH for a future frame is OUT_OF_WINDOW, for an e
 
 TEST_CASE("adversarial: EPISODE_READY / EPISODE_END for a past episode are STALE_EPISODE", "[adversarial]") {
   Live L(2, 200);
-  // A real episode change on both peers: the env ends after frame 250 everywhere.
-  const uint32_t endFrame = 250;
-  for (int guard = 0; guard < 20000; ++guard) {
-    bool allReset = true;
-    for (size_t i = 0; i < L.s.peers.size(); ++i) {
-      SyncEngine& e = *L.s.peers[i]->engine;
-      if (e.episode() == 1) continue;
-      allReset = false;
-      if (e.frame() > endFrame) e.endEpisode(endFrame, L.s.now);
-      if (e.resetEpisode(-1).empty()) {
-        L.s.peers[i]->game = ToyGame(L.s.opt.players + L.s.opt.bots);
-        L.s.logged[i] = e.episodeStart();
-      }
-    }
-    if (allReset) break;
-    L.s.tick();
+  // A real episode change on both peers: every env ends after frame 250; each page starts the
+  // next episode as soon as it sees the episodeEnd event.
+  const Frame endFrame = 250;
+  for (auto& p : L.s.peers) p->game.endAtFrame = endFrame;
+  L.s.autoReset = true;
+  REQUIRE(L.s.runUntil([&] { return L.s[0].engine->episode() == 1 && L.s[1].engine->episode() == 1; }, 20000));
+  for (auto& p : L.s.peers) p->game.endAtFrame = -1;  // episode 1 does not end
+  CHECK(L.s.resetErrors.empty());
+  for (const auto& ends : L.s.ends) {
+    REQUIRE(ends.size() == 1);
+    CHECK(ends[0].frame == endFrame);
   }
   SyncEngine& v = L.victim();
   REQUIRE(v.episode() == 1);
   REQUIRE(L.s.peers[1]->engine->episode() == 1);
-  // Both peers logged the same old episode; the new one starts with empty logs.
+  CHECK(v.episodeStart() == endFrame + 1 + 64);
+  // Both peers logged the same old episode, frames 0..250; the logs go on with the new one.
   REQUIRE(L.s.logsIdentical());
-  for (auto& l : L.s.logs) l.clear();
-  L.logBase = v.episodeStart();
+  L.logBase = v.episodeStart() - (endFrame + 1);
   L.s.runFrames(v.episodeStart() + 200);
 
   Message m;
@@ -583,10 +579,13 @@ TEST_CASE("adversarial: an EPISODE_END earlier than confirmed frames never makes
   m.type = MsgType::EpisodeEnd;
   m.frame = 3;
   m.episode = 0;
+  std::vector<int64_t> confirmedAtLie(3);
   for (int v = 0; v < 2; ++v) {
+    confirmedAtLie[static_cast<size_t>(v)] = L.s.peers[static_cast<size_t>(v)]->engine->confirmedFrame();
     const std::vector<uint8_t> b = enc(m);
     CHECK(nameOf(L.s.peers[static_cast<size_t>(v)]->engine->receive(b.data(), b.size(), 2, Path::P2P, L.s.now)) == "OK");
   }
+  for (auto& p : L.s.peers) p->game.endAtFrame = 310;
   std::vector<int64_t> confirmedAtEnd(3, -1);
   std::vector<std::string> refusal(3);
   for (int guard = 0; guard < 600; ++guard) {
@@ -594,24 +593,34 @@ TEST_CASE("adversarial: an EPISODE_END earlier than confirmed frames never makes
     for (size_t i = 0; i < 3; ++i) {
       SyncEngine& e = *L.s.peers[i]->engine;
       if (e.episode() == 1) continue;
-      if (e.frame() > 310) e.endEpisode(310, L.s.now);
       const int64_t before = e.confirmedFrame();
       const std::string err = e.resetEpisode(-1);
       if (err.empty()) {
-        CHECK(static_cast<int64_t>(e.episodeStart()) > before);  // never inside confirmed frames
-        L.s.peers[i]->game = ToyGame(3);
+        CHECK(e.episodeStart() > before);  // never inside confirmed frames
+        L.s.peers[i]->resetGame();
       } else if (err.find("inconsistent EPISODE_END") != std::string::npos) {
         refusal[i] = err;
         confirmedAtEnd[i] = before;
       }
     }
   }
+  // The lie reached peers 0 and 1 after they had confirmed frame 3 without ending there: each
+  // reports the mismatch and adopts the END (so every peer still ends on one frame).
+  for (size_t i = 0; i < 2; ++i) {
+    const auto errs = L.s.peers[i]->ofType("error");
+    REQUIRE_FALSE(errs.empty());
+    CHECK(errs[0]["reason"] == "end-mismatch");
+    CHECK(errs[0]["episodeFrame"] == 3);
+    CHECK(L.s.peers[i]->engine->terminalFrame() == 3);
+    CHECK(L.s.peers[i]->stepsPastEnd == 0);
+  }
   CHECK_FALSE(refusal[0].empty());
   CHECK_FALSE(refusal[1].empty());
   for (size_t i = 0; i < 2; ++i) {
     SyncEngine& e = *L.s.peers[i]->engine;
     CHECK(e.episode() == 0);
-    CHECK(e.confirmedFrame() >= 300);
+    CHECK(e.confirmedFrame() >= confirmedAtLie[i]);  // no frame planned past the END, none unconfirmed
+    CHECK(e.confirmedFrame() >= 290);
     CHECK(e.memoryBytes() == L.mem[i]);
   }
   size_t common = 0;

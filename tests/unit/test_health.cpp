@@ -10,26 +10,18 @@
 #include <vector>
 
 #include "health.hpp"
+#include "test_util.hpp"
 
 using namespace p2psync;
 using Catch::Matchers::WithinAbs;
 using json = nlohmann::json;
+using p2psync::test::ofType;
 
 namespace {
 
-std::vector<json> drain(EventQueue& q) {
-  std::vector<json> out;
-  for (const std::string& s : q.pending()) out.push_back(json::parse(s, nullptr, false));
-  q.clear();
-  return out;
-}
-
-std::vector<json> ofType(const std::vector<json>& evs, const std::string& type) {
-  std::vector<json> out;
-  for (const json& e : evs)
-    if (e.value("type", "") == type) out.push_back(e);
-  return out;
-}
+// The events pushed so far (binary records, read back as JSON), then an empty queue.
+std::vector<json> drain(EventQueue& q) { return p2psync::test::takeEvents(q); }
+constexpr size_t kEventBytes = 64 * 1024;
 
 // Sends one ping at `t` and has `peer` answer it `rtt` ms later.
 void sample(Health& h, int peer, double t, double rtt) {
@@ -220,7 +212,7 @@ TEST_CASE("health: gapCount counts forward jumps of INPUT header frames", "[heal
 
 TEST_CASE("health: liveness interrupted, disconnected, reconnected with timestamps", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   // The silence clock starts at the first update, not at construction.
   h.update(100000, 0, q);
   CHECK(drain(q).empty());
@@ -264,7 +256,7 @@ TEST_CASE("health: liveness interrupted, disconnected, reconnected with timestam
   h.update(106000, 5, q);
   CHECK(ofType(drain(q), "interrupted").size() == 1);
   h.onPacket(1, 106100);
-  CHECK(q.pending().empty());
+  CHECK(q.count() == 0);
   h.update(106200, 6, q);
   evs = drain(q);
   REQUIRE(evs.size() == 1);
@@ -281,7 +273,7 @@ TEST_CASE("health: liveness interrupted, disconnected, reconnected with timestam
 
 TEST_CASE("health: a long silence crosses both thresholds in one update", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   h.onPacket(1, 0);  // clock starts at the first packet when it comes before any update
   h.update(9000, 0, q);
   auto evs = drain(q);
@@ -293,18 +285,18 @@ TEST_CASE("health: a long silence crosses both thresholds in one update", "[heal
 
 TEST_CASE("health: packets keep a peer alive", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   for (double t = 0; t < 20000; t += 100) {
     h.onPacket(1, t, &q);
     h.update(t + 50, 0, q);
   }
-  CHECK(q.pending().empty());
+  CHECK(q.count() == 0);
   CHECK(peerJson(h, 1)["interruptions"] == 0);
 }
 
 TEST_CASE("health: fallback on critical latency (> 200 ms)", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   CHECK_FALSE(h.fallbackTriggered());
   CHECK(h.fallbackFrame() == -1);
   double t = feed(h, 0, 10, 450);  // latency 225
@@ -336,7 +328,7 @@ TEST_CASE("health: fallback on critical latency (> 200 ms)", "[health]") {
 
 TEST_CASE("health: fallback on latency > 300 ms", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   double t = feed(h, 0, 3, 700);  // latency 350
   h.update(t, 5, q);
   auto evs = ofType(drain(q), "fallback");
@@ -348,7 +340,7 @@ TEST_CASE("health: fallback on latency > 300 ms", "[health]") {
 
 TEST_CASE("health: no fallback without samples or with good latency", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   for (double t = 0; t < 3000; t += 100) {
     h.onPacket(1, t);
     h.update(t, 1, q);
@@ -369,7 +361,7 @@ TEST_CASE("health: no fallback without samples or with good latency", "[health]"
 TEST_CASE("health: fallback on channel closed and on connection failed", "[health]") {
   SECTION("channel closed") {
     Health h(2, 0);
-    EventQueue q;
+    EventQueue q(kEventBytes);
     h.onChannelClosed(1, 1234, 42, &q);
     auto evs = drain(q);
     REQUIRE(evs.size() == 1);
@@ -383,13 +375,13 @@ TEST_CASE("health: fallback on channel closed and on connection failed", "[healt
     CHECK(h.fallbackFrame() == 42);
     // closing again does not re-trigger
     h.onChannelClosed(1, 1300, 43, &q);
-    CHECK(q.pending().empty());
+    CHECK(q.count() == 0);
   }
   SECTION("connection failed, held until update") {
     Health h(2, 0);
-    EventQueue q;
+    EventQueue q(kEventBytes);
     h.onConnectionFailed(1, 500, 9);
-    CHECK(q.pending().empty());
+    CHECK(q.count() == 0);
     CHECK(h.inFallback(1));
     h.update(600, 10, q);
     auto evs = ofType(drain(q), "fallback");
@@ -402,7 +394,7 @@ TEST_CASE("health: fallback on channel closed and on connection failed", "[healt
 
 TEST_CASE("health: the session keeps the first fallback frame; fallback is per peer", "[health]") {
   Health h(3, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   h.onChannelClosed(2, 100, 10, &q);
   CHECK(h.inFallback(2));
   CHECK_FALSE(h.inFallback(1));
@@ -418,7 +410,7 @@ TEST_CASE("health: the session keeps the first fallback frame; fallback is per p
 
 TEST_CASE("health: fallback is sticky without recovery", "[health]") {
   Health h(2, 0);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   double t = feed(h, 0, 10, 700);
   h.update(t, 1, q);
   REQUIRE(h.inFallback(1));
@@ -450,7 +442,7 @@ TEST_CASE("health: recovery when configured", "[health]") {
   cfg.recoveryHealthyForMs = 5000;
   cfg.recoveryLatencyBelowMs = 100;
   Health h(2, 0, cfg);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   double t = 0;
   for (int i = 0; i < 10; ++i, t += 500) {
     sample(h, 1, t, 700);
@@ -504,7 +496,7 @@ TEST_CASE("health: recovery when configured", "[health]") {
 TEST_CASE("health: recovery needs an open channel and fresh samples", "[health]") {
   HealthConfig cfg;
   cfg.recovery = true;
-  EventQueue q;
+  EventQueue q(kEventBytes);
 
   SECTION("closed channel: no recovery until reopened") {
     Health h(2, 0, cfg);
@@ -607,7 +599,7 @@ TEST_CASE("health: toJson fields, nulls without samples, never NaN", "[health]")
   // garbage times never leak NaN into the export
   h.onPong(3, 0, NAN);
   h.onPacket(1, NAN);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   h.update(NAN, 0, q);
   h.update(INFINITY, 0, q);
   std::string dump = h.toJson().dump();
@@ -618,7 +610,7 @@ TEST_CASE("health: toJson fields, nulls without samples, never NaN", "[health]")
 
 TEST_CASE("health: held events are bounded", "[health]") {
   Health h(4, 0, HealthConfig{}, 2);
-  EventQueue q;
+  EventQueue q(kEventBytes);
   h.update(0, 0, q);
   h.update(1000, 0, q);  // peers 1..3 interrupted (pushed directly)
   CHECK(ofType(drain(q), "interrupted").size() == 3);
@@ -642,7 +634,7 @@ TEST_CASE("health: held events are bounded", "[health]") {
 }
 
 TEST_CASE("health: one early outlier does not trigger the sticky fallback", "[health]") {
-  EventQueue q;
+  EventQueue q(kEventBytes);
   Health h(2, 0, HealthConfig{});
   double t = 0;
   sample(h, 1, t, 450);  // latency 225: critical on its own

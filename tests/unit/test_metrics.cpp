@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metrics.hpp"
+#include "test_util.hpp"
 
 using namespace p2psync;
 using json = nlohmann::json;
@@ -252,7 +253,7 @@ TEST_CASE("metrics: rollback stats, p99 from the histogram, bounded events", "[m
   CHECK(r0["maxFrames"] == 0);
   CHECK(r0["depthHistogram"].size() == 64);
 
-  EventQueue q;
+  EventQueue q(4096);
   for (int i = 0; i < 99; ++i) m.rollback(100 + i, 101 + i, 1, 1, 0, 3, 1000.0 + i, i == 0 ? &q : nullptr);
   m.rollback(300, 310, 10, 2, 4, 1, 5000);
   CHECK(m.rollbackCount() == 100);
@@ -283,8 +284,9 @@ TEST_CASE("metrics: rollback stats, p99 from the histogram, bounded events", "[m
   CHECK(e["timeMs"].get<double>() == 1000);
   CHECK(r["events"][3]["frame"] == 103);
 
-  REQUIRE(q.pending().size() == 1);
-  json ev = json::parse(q.pending()[0], nullptr, false);
+  const std::vector<json> evs = p2psync::test::takeEvents(q);
+  REQUIRE(evs.size() == 1);
+  const json ev = evs[0];
   CHECK(ev["type"] == "rollback");
   CHECK(ev["frame"] == 100);
   CHECK(ev["rollbackFrames"] == 1);

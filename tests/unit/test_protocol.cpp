@@ -427,7 +427,7 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
     CHECK(errName(dec(Bytes{0x13, 0, 1, 0xFF, 0xFF})) == "BAD_COUNT");
   }
   SECTION("BAD_FLAGS") {
-    CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 1, 0x01, 0, 0, 0, 7, 3})) == "BAD_FLAGS");
+    CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 1, 0x02, 0, 0, 0, 7, 3})) == "BAD_FLAGS");  // 0x01: kInputUnfocused
     CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 1, 0x80, 0, 0, 0, 7, 3})) == "BAD_FLAGS");
   }
   SECTION("NON_MONOTONIC_FRAMES") {
@@ -495,7 +495,7 @@ TEST_CASE("decode error precedence", "[protocol]") {
   // BAD_COUNT beats BAD_FLAGS
   CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 0, 1})) == "BAD_COUNT");
   // BAD_FLAGS beats a truncated body
-  CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 2, 1})) == "BAD_FLAGS");
+  CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 2, 2})) == "BAD_FLAGS");
   // BAD_COUNT with trailing bytes
   CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 16, 0, 1, 2, 3, 4, 5, 6})) == "BAD_COUNT");
   // TRAILING_BYTES beats NON_MONOTONIC_FRAMES
@@ -561,7 +561,7 @@ TEST_CASE("encode refuses invalid messages and names the field", "[protocol]") {
   }
   {
     auto m = input();
-    m->flags = 1;
+    m->flags = 2;  // 0 or kInputUnfocused
     check(*m, "flags");
   }
   {

@@ -14,70 +14,31 @@
 #include "protocol.hpp"
 #include "relay.hpp"
 #include "state_sync.hpp"
+#include "test_util.hpp"
 
 using namespace p2psync;
 using nlohmann::json;
+using p2psync::test::ofType;
+using p2psync::test::Rec;
+using p2psync::test::takeEvents;
 
 namespace {
 
-struct Rec {
-  OutKind kind;
-  Path path;
-  int to;
-  RelayEvent ev;
-  std::vector<uint8_t> payload;
-  std::string text() const { return std::string(payload.begin(), payload.end()); }
-};
-
-// Reads every record per outbox.hpp's layout, then clears the outbox.
+// Every record of an outbox (Outbox::forEach), then an empty outbox.
 std::vector<Rec> drain(Outbox& o) {
-  std::vector<Rec> v;
-  const uint8_t* p = o.data();
-  size_t off = 0;
-  while (off + 8 <= o.size()) {
-    Rec r;
-    r.kind = static_cast<OutKind>(p[off]);
-    r.path = static_cast<Path>(p[off + 1]);
-    r.to = static_cast<int8_t>(p[off + 2]);
-    r.ev = static_cast<RelayEvent>(p[off + 3]);
-    uint32_t len;
-    std::memcpy(&len, p + off + 4, 4);
-    REQUIRE(off + 8 + len <= o.size());
-    r.payload.assign(p + off + 8, p + off + 8 + len);
-    off += 8 + ((len + 3u) & ~size_t(3));
-    v.push_back(std::move(r));
-  }
-  REQUIRE(off == o.size());
+  std::vector<Rec> v = p2psync::test::records(o);
   REQUIRE(v.size() == o.count());
   o.clear();
   return v;
 }
 
-std::vector<json> takeEvents(EventQueue& q) {
-  std::vector<json> v;
-  for (const std::string& s : q.pending()) v.push_back(json::parse(s));
-  q.clear();
-  return v;
-}
-
-std::vector<json> ofType(const std::vector<json>& evs, const char* type) {
-  std::vector<json> v;
-  for (const json& e : evs)
-    if (e["type"] == type) v.push_back(e);
-  return v;
-}
-
 Message decodeRec(const Rec& r) {
   Message m;
-  REQUIRE(decode(r.payload.data(), r.payload.size(), m) == DecodeError::Ok);
+  REQUIRE(decode(r.bytes.data(), r.bytes.size(), m) == DecodeError::Ok);
   return m;
 }
 
-std::string hex(uint64_t d) {
-  char b[17];
-  digestToHex(d, b);
-  return b;
-}
+using p2psync::test::hex;
 
 StateSyncConfig cfg(int n, int local, uint32_t interval = 5, uint32_t history = 120) {
   StateSyncConfig c;
@@ -91,7 +52,7 @@ StateSyncConfig cfg(int n, int local, uint32_t interval = 5, uint32_t history = 
 
 constexpr uint32_t kWindow = 60;
 
-struct Node {
+struct Member {
   int idx;
   StateSync ss;
   Outbox out;
@@ -100,11 +61,11 @@ struct Node {
   int64_t confirmed = -1;
   uint32_t current = 0;
   bool p2p = true;
-  Node(int i, const StateSyncConfig& c) : idx(i), ss(c), out(256 * 1024), ev(4096) {}
+  Member(int i, const StateSyncConfig& c) : idx(i), ss(c), out(256 * 1024), ev(64 * 1024) {}
 };
 
 // Delivers one record from `from` to `to`. Returns the RxResult.
-RxResult deliver(Node& to, int from, const Rec& r, double now) {
+RxResult deliver(Member& to, int from, const Rec& r, double now) {
   if (r.kind == OutKind::RelayJson) {
     REQUIRE(r.ev == RelayEvent::StateSync);
     const std::string t = r.text();
@@ -133,8 +94,8 @@ struct Flight {
 
 // N peers, one-way latency, scripted drops: drop(from, to, rec, seq) with seq counting the
 // messages of that direction.
-struct Net {
-  std::vector<std::unique_ptr<Node>> nodes;
+struct Mesh {
+  std::vector<std::unique_ptr<Member>> nodes;
   std::deque<Flight> inflight;
   double now = 0;
   double latency = 30;
@@ -144,18 +105,17 @@ struct Net {
   uint64_t messages = 0;  // records put on the wire (after fan-out, before drops)
   std::vector<RxResult> results;
 
-  Net(int n, std::function<void(StateSyncConfig&)> tweak = nullptr) {
+  Mesh(int n, std::function<void(StateSyncConfig&)> tweak = nullptr) {
     for (int i = 0; i < n; ++i) {
       StateSyncConfig c = cfg(n, i);
       if (tweak) tweak(c);
-      nodes.push_back(std::make_unique<Node>(i, c));
+      nodes.push_back(std::make_unique<Member>(i, c));
     }
   }
-  Node& operator[](int i) { return *nodes[static_cast<size_t>(i)]; }
+  Member& operator[](int i) { return *nodes[static_cast<size_t>(i)]; }
 
-  void flush(Node& n) {
+  void flush(Member& n) {
     for (Rec& r : drain(n.out)) {
-      if (r.kind == OutKind::Event) continue;
       for (auto& dst : nodes) {
         if (dst->idx == n.idx || (r.to != -1 && r.to != dst->idx)) continue;
         ++messages;
@@ -221,62 +181,69 @@ TEST_CASE("config validation", "[state_sync]") {
   CHECK(s.config().hashHistory == 1);
 }
 
-TEST_CASE("unconfirmed hashes are never sent; confirmed ones go on P2P and the relay", "[state_sync]") {
-  StateSyncConfig c = cfg(2, 0);
-  c.playerIds = {json("subj-a"), json("subj-b")};
-  StateSync s(c);
-  Outbox out;
-  EventQueue ev;
-  s.onLocalHash(10, 0xabcdef0123456789ULL);
-  s.onLocalHash(7, 1);  // not a hash frame: ignored
-  s.update(5, 12, true, 0, out, ev);
-  CHECK(out.count() == 0);
-  CHECK(ev.pending().empty());
-  s.update(8, 12, true, 1, out, ev);  // 10 - 1 = 9 > 8: still unconfirmed
-  CHECK(out.count() == 0);
-  s.update(-1, 12, true, 1, out, ev);
-  CHECK(out.count() == 0);
-  CHECK(s.hashesSentCount() == 0);
+TEST_CASE("unconfirmed hashes are never sent; confirmed ones go on P2P (and the relay only with relayHashes always)", "[state_sync]") {
+  for (bool always : {false, true}) {
+    CAPTURE(always);
+    StateSyncConfig c = cfg(2, 0);
+    c.playerIds = {json("subj-a"), json("subj-b")};
+    c.relayHashesAlways = always;
+    StateSync s(c);
+    Outbox out(256 * 1024);
+    EventQueue ev(256 * 1024);
+    s.onLocalHash(10, 0xabcdef0123456789ULL);
+    s.onLocalHash(7, 1);  // not a hash frame: ignored
+    s.update(5, 12, true, 0, out, ev);
+    CHECK(out.count() == 0);
+    CHECK(ev.count() == 0);
+    s.update(8, 12, true, 1, out, ev);  // 10 - 1 = 9 > 8: still unconfirmed
+    CHECK(out.count() == 0);
+    s.update(-1, 12, true, 1, out, ev);
+    CHECK(out.count() == 0);
+    CHECK(s.hashesSentCount() == 0);
 
-  s.update(9, 12, true, 2, out, ev);
-  auto recs = drain(out);
-  REQUIRE(recs.size() == 2);
-  CHECK(recs[0].kind == OutKind::Packet);
-  CHECK(recs[0].path == Path::P2P);
-  CHECK(recs[0].to == -1);
-  const Message m = decodeRec(recs[0]);
-  CHECK(m.type == MsgType::StateHash);
-  CHECK(m.frame == 10);
-  CHECK(m.digest == 0xabcdef0123456789ULL);
-  CHECK(recs[1].kind == OutKind::RelayJson);
-  CHECK(recs[1].path == Path::Relay);
-  CHECK(recs[1].ev == RelayEvent::StateSync);
-  CHECK(recs[1].to == -1);
-  StateSyncMsg sm;
-  const std::string t = recs[1].text();
-  REQUIRE(parseStateSync(t.data(), t.size(), sm) == RxResult::Ok);
-  CHECK(sm.frame == 10);
-  CHECK(sm.hash == 0xabcdef0123456789ULL);
-  CHECK(sm.gameId == "g1");
-  CHECK(sm.senderId == json("subj-a"));
-  auto evs = takeEvents(ev);
-  REQUIRE(evs.size() == 1);
-  CHECK(evs[0]["type"] == "hashBroadcast");
-  CHECK(evs[0]["frame"] == 10);
-  CHECK(evs[0]["player"] == 0);
-  CHECK(evs[0]["hash"] == "abcdef0123456789");
-  CHECK(s.hashesSentCount() == 1);
+    s.update(9, 12, true, 2, out, ev);
+    auto recs = drain(out);
+    REQUIRE(recs.size() == (always ? 2u : 1u));  // P2P usable: the relay copy only when asked for
+    CHECK(recs[0].kind == OutKind::Packet);
+    CHECK(recs[0].path == Path::P2P);
+    CHECK(recs[0].to == -1);
+    const Message m = decodeRec(recs[0]);
+    CHECK(m.type == MsgType::StateHash);
+    CHECK(m.frame == 10);
+    CHECK(m.digest == 0xabcdef0123456789ULL);
+    if (always) {
+      CHECK(recs[1].kind == OutKind::RelayJson);
+      CHECK(recs[1].path == Path::Relay);
+      CHECK(recs[1].ev == RelayEvent::StateSync);
+      CHECK(recs[1].to == -1);
+      StateSyncMsg sm;
+      const std::string t = recs[1].text();
+      REQUIRE(parseStateSync(t.data(), t.size(), sm) == RxResult::Ok);
+      CHECK(sm.frame == 10);
+      CHECK(sm.hash == 0xabcdef0123456789ULL);
+      CHECK(sm.gameId == "g1");
+      CHECK(sm.senderId == json("subj-a"));
+    }
+    auto evs = takeEvents(ev);
+    REQUIRE(evs.size() == 1);
+    CHECK(evs[0]["type"] == "hashBroadcast");
+    CHECK(evs[0]["frame"] == 10);
+    CHECK(evs[0]["player"] == 0);
+    CHECK(evs[0]["hash"] == "abcdef0123456789");
+    CHECK(evs[0]["resend"] == false);
+    CHECK(s.hashesSentCount() == 1);
 
-  // sent once only
-  s.update(20, 25, true, 3, out, ev);
-  CHECK(out.count() == 0);
-  CHECK(s.hashesSentCount() == 1);
+    // sent once only
+    s.update(20, 25, true, 3, out, ev);
+    CHECK(out.count() == 0);
+    CHECK(s.hashesSentCount() == 1);
+  }
 }
 
 TEST_CASE("relay-only sending when P2P is unusable", "[state_sync]") {
   StateSync s(cfg(3, 2));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   s.onLocalHash(5, 42);
   s.onLocalHash(10, 43);
   s.update(20, 20, false, 0, out, ev);
@@ -295,7 +262,7 @@ TEST_CASE("relay-only sending when P2P is unusable", "[state_sync]") {
 }
 
 TEST_CASE("matching hashes advance verifiedFrame on both sides", "[state_sync]") {
-  Net net(2);
+  Mesh net(2);
   for (int i = 0; i < 2; ++i) {
     for (uint32_t f = 1; f <= 30; ++f) net[i].ss.onLocalHash(f, 1000 + f);
     net[i].confirmed = 20;
@@ -313,7 +280,7 @@ TEST_CASE("matching hashes advance verifiedFrame on both sides", "[state_sync]")
     CHECK(ofType(net[i].events, "desync").empty());
     CHECK(ofType(net[i].events, "verified").back()["frame"] == 20);
   }
-  // every result was Ok (binary) or Duplicate (relay copy)
+  // every result was Ok: P2P is usable, so no relay copy is sent (no Duplicate)
   size_t ok = 0, dup = 0;
   for (RxResult r : net.results) {
     if (r == RxResult::Ok) ++ok;
@@ -321,7 +288,7 @@ TEST_CASE("matching hashes advance verifiedFrame on both sides", "[state_sync]")
     else FAIL(rxResultName(r));
   }
   CHECK(ok == 8);
-  CHECK(dup == 8);
+  CHECK(dup == 0);
   for (int i = 0; i < 2; ++i) net[i].confirmed = 30;
   net.step(16);
   net.step(16);
@@ -336,7 +303,8 @@ TEST_CASE("matching hashes advance verifiedFrame on both sides", "[state_sync]")
 }
 
 TEST_CASE("mismatch: exactly one desync event per (peer, frame) with both hashes and the counts diff", "[state_sync]") {
-  Net net(2);
+  // The counts travel in the relay copy: sent while P2P is usable too with relayHashes "always".
+  Mesh net(2, [](StateSyncConfig& c) { c.relayHashesAlways = true; });
   net.latency = 0;
   const uint8_t a0[2] = {1, 2};
   const uint8_t a1[2] = {1, 3};  // peer 1 executed a different action at frame 7 (a desync cause)
@@ -372,8 +340,8 @@ TEST_CASE("mismatch: exactly one desync event per (peer, frame) with both hashes
 
 TEST_CASE("binary hash compared before the relay copy: counts arrive later and complete the record", "[state_sync]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   const uint8_t acts[2] = {4, 4};
   for (uint32_t f = 0; f < 5; ++f) a.onConfirmedActions(f, acts, 2);
   a.onLocalHash(5, 7);
@@ -396,8 +364,8 @@ TEST_CASE("binary hash compared before the relay copy: counts arrive later and c
 
 TEST_CASE("a remote hash that arrives before the local one waits, then compares", "[state_sync]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   CHECK(a.onRemoteHash(1, 10, 99, nullptr, 3, kWindow, 0) == RxResult::Ok);
   a.update(2, 3, true, 0, out, ev);
   CHECK(a.matchCount() == 0);
@@ -420,8 +388,8 @@ TEST_CASE("a remote hash that arrives before the local one waits, then compares"
 
 TEST_CASE("rollback invalidates local hashes; a changed sent hash is re-sent", "[state_sync]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   // predicted hash of 10, then a rollback to 7: invalid until re-stored
   a.onLocalHash(10, 111);
   CHECK(a.onRemoteHash(1, 10, 222, nullptr, 12, kWindow, 0) == RxResult::Ok);
@@ -433,7 +401,8 @@ TEST_CASE("rollback invalidates local hashes; a changed sent hash is re-sent", "
   a.onLocalHash(10, 222);           // re-simulated value
   a.update(9, 12, true, 1, out, ev);
   auto recs = drain(out);
-  REQUIRE(recs.size() == 2);
+  REQUIRE(recs.size() == 1);  // STATE_HASH on P2P (no relay copy while P2P is usable)
+  CHECK(recs[0].path == Path::P2P);
   CHECK(decodeRec(recs[0]).digest == 222);
   CHECK(a.matchCount() == 1);
   CHECK(a.desyncCount() == 0);
@@ -455,7 +424,7 @@ TEST_CASE("rollback invalidates local hashes; a changed sent hash is re-sent", "
   a.onLocalHash(10, 333);
   a.update(9, 12, true, 4, out, ev);
   recs = drain(out);
-  REQUIRE(recs.size() == 2);
+  REQUIRE(recs.size() == 1);
   CHECK(decodeRec(recs[0]).digest == 333);
   CHECK(a.hashesResentCount() == 1);
   CHECK(a.hashesSentCount() == 1);
@@ -468,8 +437,8 @@ TEST_CASE("rollback invalidates local hashes; a changed sent hash is re-sent", "
 
 TEST_CASE("remote hash validation: too old, future, not a hash frame, duplicates, unknown peer", "[state_sync]") {
   StateSync a(cfg(3, 0, 5, 4));  // history: 4 hash frames
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   for (uint32_t f = 5; f <= 40; f += 5) a.onLocalHash(f, f);
   // kept: 25, 30, 35, 40
   CHECK(a.onRemoteHash(1, 20, 20, nullptr, 40, kWindow, 0) == RxResult::Unverifiable);
@@ -513,8 +482,8 @@ TEST_CASE("remote hash validation: too old, future, not a hash frame, duplicates
 
 TEST_CASE("a changed remote hash for a known frame replaces it; desync still reported once", "[state_sync]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   a.onLocalHash(5, 1);
   CHECK(a.onRemoteHash(1, 5, 2, nullptr, 5, kWindow, 0) == RxResult::Ok);
   a.update(4, 5, true, 0, out, ev);
@@ -546,7 +515,7 @@ TEST_CASE("relay p2p_state_sync intake: spoofed sender, other game, bad JSON", "
 }
 
 TEST_CASE("verifiedFrame needs every remote peer (3 players, full wiring)", "[state_sync]") {
-  Net net(3);
+  Mesh net(3);
   net.latency = 0;
   for (int i = 0; i < 3; ++i) {
     for (uint32_t f = 5; f <= 20; f += 5) net[i].ss.onLocalHash(f, f * 7);
@@ -567,7 +536,7 @@ TEST_CASE("verifiedFrame needs every remote peer (3 players, full wiring)", "[st
 namespace {
 
 // Runs END exchange + READY of the next episode under `drop`; returns messages sent.
-void endAndReady(Net& net, double latency, std::function<bool(int, int, const Rec&, uint64_t)> drop,
+void endAndReady(Mesh& net, double latency, std::function<bool(int, int, const Rec&, uint64_t)> drop,
                  uint32_t endA, uint32_t endB) {
   net.latency = latency;
   net.drop = std::move(drop);
@@ -588,7 +557,7 @@ void endAndReady(Net& net, double latency, std::function<bool(int, int, const Re
 }  // namespace
 
 TEST_CASE("END / READY: no loss -> minimal messages", "[state_sync][episode]") {
-  Net net(2);
+  Mesh net(2);
   endAndReady(net, 30, [](int, int, const Rec&, uint64_t) { return false; }, 300, 298);
   CHECK(net[0].ss.readyMessagesSent() == 1);
   CHECK(net[1].ss.readyMessagesSent() == 1);
@@ -623,7 +592,7 @@ TEST_CASE("END / READY with scripted loss in both directions terminate without e
   };
   for (auto& p : patterns) {
     DYNAMIC_SECTION(p.name) {
-      Net net(2);
+      Mesh net(2);
       endAndReady(net, p.latency, p.drop, 500, 503);
       // settle: no more traffic at all
       const uint64_t sent = net.messages;
@@ -646,8 +615,8 @@ TEST_CASE("END / READY with scripted loss in both directions terminate without e
 
 TEST_CASE("a duplicate is answered, an answer is not answered back (no ping-pong)", "[state_sync][episode]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   a.beginEpisode(1, 5, 0);
   a.update(-1, 0, true, 0, out, ev);
   REQUIRE(drain(out).size() == 1);  // initial READY
@@ -676,8 +645,8 @@ TEST_CASE("a duplicate is answered, an answer is not answered back (no ping-pong
 
 TEST_CASE("END / READY go as relay packets when P2P is unusable; END re-sent every resendMs", "[state_sync][episode]") {
   StateSync a(cfg(3, 1));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   a.localEpisodeEnd(77, 0);
   a.update(-1, 77, false, 0, out, ev);
   auto recs = drain(out);
@@ -717,8 +686,8 @@ TEST_CASE("END / READY go as relay packets when P2P is unusable; END re-sent eve
 
 TEST_CASE("READY: stale episode ignored, digest mismatch -> desync at frame 0, early READY kept", "[state_sync][episode]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   a.beginEpisode(2, 0xAAAA, 0);
   CHECK(a.onEpisodeReady(1, 1, 0xAAAA, 0) == RxResult::StaleEpisode);
   CHECK(a.onEpisodeReady(1, 5, 0xAAAA, 0) == RxResult::StaleEpisode);
@@ -770,8 +739,8 @@ TEST_CASE("READY: stale episode ignored, digest mismatch -> desync at frame 0, e
 
 TEST_CASE("beginEpisode resets hash state but keeps session counters; hashes wait for the peer's READY", "[state_sync][episode]") {
   StateSync a(cfg(2, 0));
-  Outbox out;
-  EventQueue ev;
+  Outbox out(256 * 1024);
+  EventQueue ev(256 * 1024);
   a.beginEpisode(0, 1, 0);
   CHECK(a.onRemoteHash(1, 5, 5, nullptr, 5, kWindow, 0) == RxResult::StaleEpisode);  // before its READY
   CHECK(a.onEpisodeReady(1, 0, 1, 0) == RxResult::Ok);
@@ -801,7 +770,7 @@ TEST_CASE("beginEpisode resets hash state but keeps session counters; hashes wai
 }
 
 TEST_CASE("a peer that missed our END after we began the next episode still gets it", "[state_sync][episode]") {
-  Net net(2);
+  Mesh net(2);
   net.latency = 30;
   for (int i = 0; i < 2; ++i) net[i].ss.beginEpisode(0, 9, 0);
   net.run(200);
@@ -812,7 +781,7 @@ TEST_CASE("a peer that missed our END after we began the next episode still gets
   net.drop = [&aMovedOn](int from, int, const Rec& r, uint64_t) {
     if (from != 0 || aMovedOn || r.kind != OutKind::Packet) return false;
     Message m;
-    return decode(r.payload.data(), r.payload.size(), m) == DecodeError::Ok && m.type == MsgType::EpisodeEnd;
+    return decode(r.bytes.data(), r.bytes.size(), m) == DecodeError::Ok && m.type == MsgType::EpisodeEnd;
   };
   net[0].ss.localEpisodeEnd(100, net.now);
   net[1].ss.localEpisodeEnd(100, net.now);
@@ -841,7 +810,7 @@ TEST_CASE("END / READY stress: 2-4 peers, several episodes, random loss, jitter 
       return static_cast<uint32_t>(st >> 33);
     };
     const int n = 2 + seed % 3;
-    Net net(n);
+    Mesh net(n);
     net.latency = 5 + rnd() % 200;
     const uint32_t lossPct = rnd() % 60;
     const uint32_t jitterMs = rnd() % 150;
@@ -864,7 +833,7 @@ TEST_CASE("END / READY stress: 2-4 peers, several episodes, random loss, jitter 
     while (!done() && net.now < limit) {
       for (int i = 0; i < n; ++i) {
         const size_t k = static_cast<size_t>(i);
-        Node& nd = net[i];
+        Member& nd = net[i];
         if (ep[k] >= kEpisodes || net.now < at[k]) continue;
         if (phase[k] == 0) {
           nd.ss.beginEpisode(ep[k], 0x5000 + ep[k], net.now);

@@ -79,7 +79,8 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
                        "congestionBytes", "timeSync", "syncTest", "bufferFrames", "snapshotSlots", "snapshotBytes",
                        "hashInterval", "hashHistory", "canonicalize", "pingIntervalMs", "interruptMs",
                        "disconnectMs", "fallbackRecovery", "gameId", "playerIds", "maxEvents",
-                       "maxPacketsPerPeerPerFrame"},
+                       "maxPacketsPerPeerPerFrame", "maxEpisodeFrames", "relayHashes", "endTimeoutMs",
+                       "focusPolicy", "catchUp"},
                    "", err))
     return err;
   Reader r{j, ""};
@@ -205,6 +206,36 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
   }
   r.integer("maxEvents", c.maxEvents, 8, 65536);
   r.integer("maxPacketsPerPeerPerFrame", c.maxPacketsPerPeerPerFrame, 4, 100000);
+  r.integer("maxEpisodeFrames", c.maxEpisodeFrames, 0, 1 << 30);
+  if (r.has("relayHashes")) {
+    const json& v = j["relayHashes"];
+    if (v == "fallback") c.relayHashesAlways = false;
+    else if (v == "always") c.relayHashesAlways = true;
+    else r.fail("relayHashes", "must be \"fallback\" or \"always\"");
+  }
+  r.number("endTimeoutMs", c.endTimeoutMs, 0, 3600000);
+  if (r.has("focusPolicy")) {
+    const json& v = j["focusPolicy"];
+    if (v == "predict") c.focusPolicy = FocusPolicy::Predict;
+    else if (v == "pause") c.focusPolicy = FocusPolicy::Pause;
+    else r.fail("focusPolicy", "must be \"predict\" or \"pause\"");
+  }
+  if (r.has("catchUp")) {
+    const json& v = j["catchUp"];
+    if (v.is_boolean()) {
+      c.catchUp = v.get<bool>();
+    } else if (v.is_object()) {
+      if (!allowedKeys(v, {"enabled", "threshold", "withinMs"}, "catchUp.", err)) return err;
+      Reader t{v, ""};
+      c.catchUp = true;
+      t.boolean("enabled", c.catchUp);
+      t.integer("threshold", c.catchUpThreshold, 1, 1000);
+      t.number("withinMs", c.catchUpWithinMs, 50, 60000);
+      if (!t.err.empty()) return "config.catchUp." + t.err.substr(7);
+    } else {
+      r.fail("catchUp", "must be a boolean or {enabled, threshold, withinMs}");
+    }
+  }
   if (!r.err.empty()) return r.err;
   if (c.playerIds.empty())
     for (int i = 0; i < c.numPlayers; ++i) c.playerIds.push_back(i);
@@ -247,6 +278,11 @@ nlohmann::json EngineConfig::toJson() const {
       {"playerIds", playerIds},
       {"maxEvents", maxEvents},
       {"maxPacketsPerPeerPerFrame", maxPacketsPerPeerPerFrame},
+      {"maxEpisodeFrames", maxEpisodeFrames},
+      {"relayHashes", relayHashesAlways ? "always" : "fallback"},
+      {"endTimeoutMs", endTimeoutMs},
+      {"focusPolicy", focusPolicy == FocusPolicy::Pause ? "pause" : "predict"},
+      {"catchUp", {{"enabled", catchUp}, {"threshold", catchUpThreshold}, {"withinMs", catchUpWithinMs}}},
   };
   return j;
 }

@@ -11,10 +11,16 @@ namespace p2psync {
 
 enum class PredictionMethod : uint8_t { PreviousSubmitted = 0, DefaultAction = 1 };
 enum class SendPolicy : uint8_t { Dual = 0, P2PFirst = 1 };
+// What the others do while a participant's page is hidden: keep predicting its inputs (up to
+// maxPredictionFrames, then stall), or pause everyone until it is back (mug's
+// pause_on_partner_background).
+enum class FocusPolicy : uint8_t { Predict = 0, Pause = 1 };
 
 constexpr int kMaxPlayers = 4;
 constexpr int kMaxBots = 8;
 constexpr int kMaxActors = kMaxPlayers + kMaxBots;
+// Frames one advance() may run at once (a peer that fell behind catches up by several per tick).
+constexpr int kMaxFramesPerAdvance = 8;
 
 struct EngineConfig {
   int numPlayers = 2;
@@ -53,6 +59,17 @@ struct EngineConfig {
   std::vector<nlohmann::json> playerIds;  // per player; default: the index
   int maxEvents = 256;
   int maxPacketsPerPeerPerFrame = 64;  // receive budget per peer between two advances (flood guard)
+  int maxEpisodeFrames = 0;         // > 0: an episode is truncated after this many frames
+  bool relayHashesAlways = false;   // copy state hashes to the relay even while P2P is usable
+  // After the local END, a peer's END that has not arrived within this time no longer holds the
+  // episode: it ends with an endTimeout event naming the missing peers (mug waits 5 s too).
+  double endTimeoutMs = 5000;
+  FocusPolicy focusPolicy = FocusPolicy::Predict;
+  // Catch-up: a peer that fell more than catchUpThreshold frames behind the others runs several
+  // frames per advance, so that it is back within about catchUpWithinMs.
+  bool catchUp = true;
+  int catchUpThreshold = 2;
+  double catchUpWithinMs = 1000;
 
   int numActors() const { return numPlayers + numBots; }
   int effectiveHashInterval() const { return hashInterval > 0 ? hashInterval : snapshotInterval; }

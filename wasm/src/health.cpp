@@ -126,8 +126,11 @@ void Health::onPacket(int peerIdx, double nowMs, EventQueue* events) {
   if (!std::isfinite(nowMs)) return;
   startClock(*p, nowMs);
   if (p->live != Liveness::Alive) {
-    emit({{"type", "reconnected"}, {"peer", peerIdx}, {"timeMs", nowMs},
-          {"downMs", num(std::max(0.0, nowMs - p->lastHeardMs))}, {"from", livenessName(p->live)}},
+    emit(Event(EventType::Reconnected)
+             .num(Field::kPeer, peerIdx)
+             .num(Field::kTimeMs, nowMs)
+             .num(Field::kDownMs, std::max(0.0, nowMs - p->lastHeardMs))
+             .text(Field::kFrom, livenessName(p->live)),
          events);
     p->live = Liveness::Alive;
   }
@@ -156,7 +159,7 @@ void Health::onChannelOpen(int peerIdx, double /*nowMs*/) {
   p->channelOpen = true;
 }
 
-void Health::onChannelClosed(int peerIdx, double nowMs, uint32_t frame, EventQueue* events) {
+void Health::onChannelClosed(int peerIdx, double nowMs, Frame frame, EventQueue* events) {
   Peer* p = peer(peerIdx);
   if (!p) return;
   p->channelOpen = false;
@@ -164,7 +167,7 @@ void Health::onChannelClosed(int peerIdx, double nowMs, uint32_t frame, EventQue
   enterFallback(peerIdx, nowMs, frame, "channel-closed", events);
 }
 
-void Health::onConnectionFailed(int peerIdx, double nowMs, uint32_t frame, EventQueue* events) {
+void Health::onConnectionFailed(int peerIdx, double nowMs, Frame frame, EventQueue* events) {
   Peer* p = peer(peerIdx);
   if (!p) return;
   p->channelOpen = false;
@@ -174,18 +177,18 @@ void Health::onConnectionFailed(int peerIdx, double nowMs, uint32_t frame, Event
 
 // ----------------------------------------------------------------------------- events
 
-void Health::emit(nlohmann::json ev, EventQueue* events) {
+void Health::emit(const Event& ev, EventQueue* events) {
   if (events) { events->push(ev); return; }
   if (held_.size() >= maxEvents_) { ++heldDropped_; return; }
-  held_.push_back(std::move(ev));
+  held_.push_back(ev);
 }
 
-void Health::remember(const nlohmann::json& ev) {
+void Health::remember(const Event& ev) {
   if (history_.size() >= maxEvents_) { ++historyDropped_; return; }
-  history_.push_back(ev);
+  history_.push_back(ev.toJson());
 }
 
-void Health::enterFallback(int peerIdx, double nowMs, uint32_t frame, const char* reason,
+void Health::enterFallback(int peerIdx, double nowMs, Frame frame, const char* reason,
                            EventQueue* events) {
   Peer& p = peers_[static_cast<size_t>(peerIdx)];
   if (p.inFallback) return;
@@ -200,16 +203,20 @@ void Health::enterFallback(int peerIdx, double nowMs, uint32_t frame, const char
     fallbackTimeMs_ = p.fallbackSinceMs;
     fallbackPeer_ = peerIdx;
   }
-  nlohmann::json ev = {{"type", "fallback"}, {"peer", peerIdx}, {"frame", frame}, {"reason", reason},
-                       {"timeMs", num(nowMs)}, {"latencyMs", num(avgOf(p) / 2)}};
+  Event ev(EventType::Fallback);
+  ev.num(Field::kPeer, peerIdx)
+      .num(Field::kFrame, static_cast<double>(frame))
+      .text(Field::kReason, reason)
+      .num(Field::kTimeMs, nowMs)
+      .num(Field::kLatencyMs, avgOf(p) / 2);
   remember(ev);
-  emit(std::move(ev), events);
+  emit(ev, events);
 }
 
 // ----------------------------------------------------------------------------- update
 
-void Health::update(double nowMs, uint32_t frame, EventQueue& events) {
-  for (const nlohmann::json& ev : held_) events.push(ev);
+void Health::update(double nowMs, Frame frame, EventQueue& events) {
+  for (const Event& ev : held_) events.push(ev);
   held_.clear();
   if (!std::isfinite(nowMs)) return;
   const double staleMs = std::max(3 * cfg_.pingIntervalMs, cfg_.interruptMs);
@@ -225,13 +232,13 @@ void Health::update(double nowMs, uint32_t frame, EventQueue& events) {
       p.live = Liveness::Interrupted;
       ++p.interruptions;
       p.healthy = false;
-      events.push({{"type", "interrupted"}, {"peer", i}, {"timeMs", nowMs}, {"silentMs", num(silent)}});
+      events.push(Event(EventType::Interrupted).num(Field::kPeer, i).num(Field::kTimeMs, nowMs).num(Field::kSilentMs, silent));
     }
     if (p.live != Liveness::Disconnected && silent >= cfg_.disconnectMs) {
       p.live = Liveness::Disconnected;
       ++p.disconnections;
       p.healthy = false;
-      events.push({{"type", "disconnected"}, {"peer", i}, {"timeMs", nowMs}, {"silentMs", num(silent)}});
+      events.push(Event(EventType::Disconnected).num(Field::kPeer, i).num(Field::kTimeMs, nowMs).num(Field::kSilentMs, silent));
     }
 
     // degradation -> fallback
@@ -250,8 +257,11 @@ void Health::update(double nowMs, uint32_t frame, EventQueue& events) {
         p.fallbackReason = nullptr;
         p.healthy = false;
         ++recoveries_;
-        nlohmann::json ev = {{"type", "recovery"}, {"peer", i}, {"frame", frame}, {"timeMs", nowMs},
-                             {"fallbackMs", num(nowMs - p.fallbackSinceMs)}};
+        Event ev(EventType::Recovery);
+        ev.num(Field::kPeer, i)
+            .num(Field::kFrame, static_cast<double>(frame))
+            .num(Field::kTimeMs, nowMs)
+            .num(Field::kFallbackMs, nowMs - p.fallbackSinceMs);
         remember(ev);
         events.push(ev);
       }

@@ -60,6 +60,7 @@
 #include <nlohmann/json.hpp>
 
 #include "events.hpp"
+#include "frame.hpp"
 #include "result.hpp"
 
 namespace p2psync {
@@ -109,11 +110,11 @@ class Health {
 
   // ---- channel state
   void onChannelOpen(int peer, double nowMs);
-  void onChannelClosed(int peer, double nowMs, uint32_t frame, EventQueue* events = nullptr);
-  void onConnectionFailed(int peer, double nowMs, uint32_t frame, EventQueue* events = nullptr);
+  void onChannelClosed(int peer, double nowMs, Frame frame, EventQueue* events = nullptr);
+  void onConnectionFailed(int peer, double nowMs, Frame frame, EventQueue* events = nullptr);
 
   // Liveness + fallback/recovery checks; flushes held events first.
-  void update(double nowMs, uint32_t frame, EventQueue& events);
+  void update(double nowMs, Frame frame, EventQueue& events);
 
   // ---- queries (invalid peers: NaN / false / defaults)
   double rttAvgMs(int peer) const;   // NaN without samples
@@ -131,7 +132,7 @@ class Health {
 
   // Session-level fallback flags (for Metrics::p2pMetricsJson).
   bool fallbackTriggered() const { return triggered_; }
-  int64_t fallbackFrame() const { return triggered_ ? static_cast<int64_t>(fallbackFrame_) : -1; }
+  int64_t fallbackFrame() const { return triggered_ ? fallbackFrame_ : -1; }
   uint64_t recoveries() const { return recoveries_; }
   uint64_t heldEventsDropped() const { return heldDropped_; }
 
@@ -180,9 +181,9 @@ class Health {
   static double avgOf(const Peer& p);
   static const char* statusOf(double latency);
   void startClock(Peer& p, double nowMs);
-  void emit(nlohmann::json ev, EventQueue* events);
-  void remember(const nlohmann::json& ev);
-  void enterFallback(int p, double nowMs, uint32_t frame, const char* reason, EventQueue* events);
+  void emit(const Event& ev, EventQueue* events);
+  void remember(const Event& ev);
+  void enterFallback(int p, double nowMs, Frame frame, const char* reason, EventQueue* events);
   nlohmann::json peerJson(int p) const;
 
   HealthConfig cfg_;
@@ -195,11 +196,11 @@ class Health {
   bool anyPing_ = false;
   double lastPingMs_;
 
-  std::vector<nlohmann::json> held_;  // events waiting for the next update()
+  std::vector<Event> held_;  // events waiting for the next update()
   uint64_t heldDropped_ = 0;
 
   bool triggered_ = false;
-  uint32_t fallbackFrame_ = 0;
+  Frame fallbackFrame_ = 0;
   const char* fallbackReason_ = nullptr;
   double fallbackTimeMs_ = 0;
   int fallbackPeer_ = -1;

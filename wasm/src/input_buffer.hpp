@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "frame.hpp"
 #include "outbox.hpp"
 
 namespace p2psync {
@@ -15,55 +16,64 @@ class InputBuffer {
   enum class Insert : uint8_t { New, Duplicate, Conflict, OutOfWindow };
 
   struct Slot {
-    uint32_t frame = 0;
+    Frame frame = kNoFrame;
     uint8_t action = 0;
     uint8_t known = 0;
     uint8_t firstPath = 0;
     uint8_t paths = 0;  // bit per Path that delivered it
+    uint8_t unfocused = 0;  // the player's page was not focused when it chose this input
     double firstMs = 0;
   };
 
   explicit InputBuffer(int capacity = 256);
 
   // Forgets everything; frames < `start` count as known (the episode starts at `start`).
-  void reset(uint32_t start);
+  void reset(Frame start);
 
   // Stores `action` for `frame`. `windowLo` is the oldest frame the engine still needs; frames
   // in [windowLo, windowLo + capacity) are storable. A frame that is already known is a
   // Duplicate (same action) or a Conflict (different action) as long as it is still held,
   // whatever the window. When a duplicate comes by a new path, `otherPathLagMs` is set to the
   // delay behind the first delivery (else it is left < 0).
-  Insert insert(uint32_t frame, uint8_t action, Path path, double nowMs, uint32_t windowLo, double& otherPathLagMs);
+  Insert insert(Frame frame, uint8_t action, Path path, double nowMs, Frame windowLo, double& otherPathLagMs,
+                bool unfocused = false);
 
-  bool get(uint32_t frame, uint8_t& action) const {
-    const Slot& s = slots_[frame & mask_];
+  bool get(Frame frame, uint8_t& action) const {
+    const Slot& s = slot(frame);
     if (s.known && s.frame == frame) { action = s.action; return true; }
     return false;
   }
-  bool known(uint32_t frame) const {
-    const Slot& s = slots_[frame & mask_];
+  // The input's focus bit (false when the frame is not held).
+  bool unfocused(Frame frame) const {
+    const Slot& s = slot(frame);
+    return s.known && s.frame == frame && s.unfocused;
+  }
+  bool known(Frame frame) const {
+    const Slot& s = slot(frame);
     return s.known && s.frame == frame;
   }
   // True when `frame` is held with `action` and `path` already delivered it: insert() would
   // return Duplicate and change nothing (the redundant entries of every INPUT packet).
-  bool heldBy(uint32_t frame, uint8_t action, Path path) const {
-    const Slot& s = slots_[frame & mask_];
+  bool heldBy(Frame frame, uint8_t action, Path path) const {
+    const Slot& s = slot(frame);
     return s.known && s.frame == frame && s.action == action && (s.paths & (1u << static_cast<unsigned>(path)));
   }
   // Highest frame F such that every frame < F+1 is known; start-1 when none (as int64).
-  int64_t knownUpTo() const { return knownUpTo_; }
-  int64_t newestKnown() const { return newest_; }
+  Frame knownUpTo() const { return knownUpTo_; }
+  Frame newestKnown() const { return newest_; }
 
   // The action to use for an unknown `frame`.
-  uint8_t predict(uint32_t frame, PredictionMethod m, uint8_t defaultAction) const;
+  uint8_t predict(Frame frame, PredictionMethod m, uint8_t defaultAction) const;
 
   int capacity() const { return static_cast<int>(slots_.size()); }
 
  private:
+  Slot& slot(Frame f) { return slots_[static_cast<size_t>(f) & mask_]; }
+  const Slot& slot(Frame f) const { return slots_[static_cast<size_t>(f) & mask_]; }
   std::vector<Slot> slots_;
-  uint32_t mask_;
-  int64_t knownUpTo_ = -1;
-  int64_t newest_ = -1;
+  size_t mask_;
+  Frame knownUpTo_ = kNoFrame;
+  Frame newest_ = kNoFrame;
   uint8_t knownUpToAction_ = 0;
   bool haveAction_ = false;
 };

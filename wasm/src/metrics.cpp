@@ -85,9 +85,14 @@ void Metrics::rollback(uint32_t frame, uint32_t currentFrame, uint32_t depth, in
     ++eventsDropped_;
   }
   if (events) {
-    events->push({{"type", "rollback"}, {"frame", frame}, {"currentFrame", currentFrame},
-                  {"rollbackFrames", depth}, {"playerIndex", player}, {"predictedAction", predictedAction},
-                  {"actualAction", actualAction}, {"timeMs", timeMs}});
+    events->push(Event(EventType::Rollback)
+                     .num(Field::kFrame, frame)
+                     .num(Field::kCurrentFrame, currentFrame)
+                     .num(Field::kRollbackFrames, depth)
+                     .num(Field::kPlayerIndex, player)
+                     .num(Field::kPredictedAction, predictedAction)
+                     .num(Field::kActualAction, actualAction)
+                     .num(Field::kTimeMs, timeMs));
   }
 }
 

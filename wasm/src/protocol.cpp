@@ -3,10 +3,12 @@
 // Decode error precedence (the first failing check wins):
 //   all types : len == 0 -> EMPTY; unknown type byte -> UNKNOWN_TYPE.
 //   INPUT     : len < 9 (header) -> TRUNCATED; count n not in 1..15 -> BAD_COUNT;
-//               flags != 0 -> BAD_FLAGS; len < 9+5n -> TRUNCATED; len > 9+5n -> TRAILING_BYTES;
+//               flags not 0 / kInputUnfocused -> BAD_FLAGS; len < 9+5n -> TRUNCATED;
+//               len > 9+5n -> TRAILING_BYTES;
 //               entry frames not strictly ascending (anywhere) -> NON_MONOTONIC_FRAMES;
 //               an entry frame > header frame -> FRAME_AFTER_HEADER.
-//   INPUT_RESPONSE : len < 5 (header) -> TRUNCATED; n not in 1..256 -> BAD_COUNT;
+//   INPUT_RESPONSE : len < 5 (header) -> TRUNCATED; n (the count's low 15 bits; bit 15 is the
+//               unfocused flag) not in 1..256 -> BAD_COUNT;
 //               len < 5+5n -> TRUNCATED; len > 5+5n -> TRAILING_BYTES;
 //               entry frames not strictly ascending -> NON_MONOTONIC_FRAMES.
 //   fixed-size types (PING, PONG, KEEPALIVE, EPISODE_END, EPISODE_READY, STATE_HASH,
@@ -21,9 +23,10 @@
 //
 // validateForEncode field names (first failing check wins):
 //   unknown type -> "type";
-//   INPUT: count not in 1..15 -> "count"; flags != 0 -> "flags";
+//   INPUT: count not in 1..15 -> "count"; flags not 0/1 -> "flags";
 //          frames not strictly ascending or any frame > header frame -> "inputs.frame";
-//   INPUT_RESPONSE: count not in 1..256 -> "count"; frames not strictly ascending -> "inputs.frame";
+//   INPUT_RESPONSE: count not in 1..256 -> "count"; flags not 0/1 -> "flags";
+//          frames not strictly ascending -> "inputs.frame";
 //   PING/PONG: NaN/Inf/negative -> "timestamp";
 //   INPUT_REQUEST: start > end or more than 256 frames -> "range";
 //   FOCUS_STATE: focused not 0/1 -> "focused".
@@ -150,6 +153,7 @@ const char* decodeErrorName(DecodeError e) {
     case DecodeError::BadTimestamp: return "BAD_TIMESTAMP";
     case DecodeError::BadRange: return "BAD_RANGE";
     case DecodeError::BadValue: return "BAD_VALUE";
+    case DecodeError::Count_: break;
   }
   return "UNKNOWN";
 }
@@ -166,13 +170,13 @@ DecodeError decode(const uint8_t* data, size_t len, Message& out) {
     if (len < 9) return DecodeError::Truncated;
     const size_t n = data[7];
     if (n < 1 || n > static_cast<size_t>(kMaxInputsPerPacket)) return DecodeError::BadCount;
-    if (data[8] != 0) return DecodeError::BadFlags;
+    if (data[8] != 0 && data[8] != kInputUnfocused) return DecodeError::BadFlags;
     const size_t need = 9 + 5 * n;
     if (len < need) return DecodeError::Truncated;
     if (len > need) return DecodeError::TrailingBytes;
     out.playerIndex = rd16(data + 1);
     out.frame = rd32(data + 3);
-    out.flags = 0;
+    out.flags = data[8];
     out.count = static_cast<uint16_t>(n);
     if (!readEntries(data + 9, n, out.inputs)) return DecodeError::NonMonotonicFrames;
     if (out.inputs[n - 1].frame > out.frame) return DecodeError::FrameAfterHeader;
@@ -181,12 +185,14 @@ DecodeError decode(const uint8_t* data, size_t len, Message& out) {
 
   if (type == MsgType::InputResponse) {
     if (len < 5) return DecodeError::Truncated;
-    const size_t n = rd16(data + 3);
+    const uint16_t raw = rd16(data + 3);
+    const size_t n = raw & 0x7fffu;
     if (n < 1 || n > static_cast<size_t>(kMaxResponseInputs)) return DecodeError::BadCount;
     const size_t need = 5 + 5 * n;
     if (len < need) return DecodeError::Truncated;
     if (len > need) return DecodeError::TrailingBytes;
     out.playerIndex = rd16(data + 1);
+    out.flags = (raw & 0x8000u) ? kInputUnfocused : 0;
     out.count = static_cast<uint16_t>(n);
     if (!readEntries(data + 5, n, out.inputs)) return DecodeError::NonMonotonicFrames;
     return DecodeError::Ok;
@@ -238,12 +244,13 @@ const char* validateForEncode(const Message& m) {
   switch (m.type) {
     case MsgType::Input:
       if (m.count < 1 || m.count > kMaxInputsPerPacket) return "count";
-      if (m.flags != 0) return "flags";
+      if (m.flags != 0 && m.flags != kInputUnfocused) return "flags";
       if (!entriesAscending(m.inputs, m.count)) return "inputs.frame";
       if (m.inputs[m.count - 1].frame > m.frame) return "inputs.frame";
       return nullptr;
     case MsgType::InputResponse:
       if (m.count < 1 || m.count > kMaxResponseInputs) return "count";
+      if (m.flags != 0 && m.flags != kInputUnfocused) return "flags";
       if (!entriesAscending(m.inputs, m.count)) return "inputs.frame";
       return nullptr;
     case MsgType::Ping:
@@ -277,7 +284,7 @@ size_t encode(const Message& m, uint8_t* out, size_t cap) {
       wr16(p, m.playerIndex);
       wr32(p + 2, m.frame);
       p[6] = static_cast<uint8_t>(m.count);
-      p[7] = 0;
+      p[7] = m.flags;
       p += 8;
       for (size_t i = 0; i < m.count; ++i, p += 5) {
         wr32(p, m.inputs[i].frame);
@@ -286,7 +293,7 @@ size_t encode(const Message& m, uint8_t* out, size_t cap) {
       break;
     case MsgType::InputResponse:
       wr16(p, m.playerIndex);
-      wr16(p + 2, m.count);
+      wr16(p + 2, static_cast<uint16_t>(m.count | (m.flags ? 0x8000u : 0u)));
       p += 4;
       for (size_t i = 0; i < m.count; ++i, p += 5) {
         wr32(p, m.inputs[i].frame);

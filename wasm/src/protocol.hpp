@@ -35,10 +35,15 @@ enum class DecodeError : uint8_t {
   BadTimestamp,
   BadRange,
   BadValue,
+  Count_
 };
 const char* decodeErrorName(DecodeError e);
 
 constexpr int kMaxInputsPerPacket = 15;     // INPUT count n: 1..15
+// INPUT flags / INPUT_RESPONSE count bit 15: the entries were generated while the sender's page
+// was not focused (hidden). The focus state travels with each input, so every peer records the
+// same focus for every frame. (The reference client writes 0 there and ignores it.)
+constexpr uint8_t kInputUnfocused = 1;
 constexpr int kMaxResponseInputs = 256;     // INPUT_RESPONSE n: 1..256
 constexpr int kMaxRequestFrames = 256;      // INPUT_REQUEST covers at most 256 frames
 constexpr size_t kMaxPacketBytes = 5 + 5 * kMaxResponseInputs;  // largest message (INPUT_RESPONSE)
@@ -57,7 +62,7 @@ struct Message {
   uint64_t digest = 0;        // EPISODE_READY, STATE_HASH (the 8 big-endian bytes as a u64)
   double timestamp = 0;       // PING, PONG
   uint32_t start = 0, end = 0;  // INPUT_REQUEST (inclusive)
-  uint8_t flags = 0;          // INPUT (must be 0)
+  uint8_t flags = 0;          // INPUT, INPUT_RESPONSE: 0 or kInputUnfocused
   uint8_t focused = 0;        // FOCUS_STATE
   uint16_t count = 0;         // number of valid entries in `inputs`
   FrameAction inputs[kMaxResponseInputs];  // INPUT (<=15) or INPUT_RESPONSE (<=256), oldest first

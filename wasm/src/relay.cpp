@@ -66,7 +66,8 @@ bool parseObject(const char* text, size_t len, size_t maxLen, json& out) {
 }
 
 // Checks that every key of `obj` is in `allowed` or is "from", and that the required ones exist.
-bool onlyKeys(const json& obj, std::initializer_list<const char*> required) {
+// Every key of `obj` is "from", one of `required` (all present) or one of `optional`.
+bool onlyKeys(const json& obj, std::initializer_list<const char*> required, std::initializer_list<const char*> optional = {}) {
   size_t found = 0;
   for (auto it = obj.begin(); it != obj.end(); ++it) {
     const std::string& k = it.key();
@@ -74,8 +75,13 @@ bool onlyKeys(const json& obj, std::initializer_list<const char*> required) {
     bool ok = false;
     for (const char* r : required)
       if (k == r) { ok = true; break; }
+    if (ok) {
+      ++found;
+      continue;
+    }
+    for (const char* o : optional)
+      if (k == o) { ok = true; break; }
     if (!ok) return false;
-    ++found;
   }
   return found == required.size();  // object keys are unique
 }
@@ -212,20 +218,21 @@ bool ActionCounts::operator==(const ActionCounts& o) const {
 
 // ---------------------------------------------------------------- pyodide_player_action
 
-std::string formatPlayerAction(const json& playerId, int action, uint32_t frame, double timestampMs) {
+std::string formatPlayerAction(const json& playerId, int action, uint32_t frame, double timestampMs, bool unfocused) {
   if (!isValidRelayId(playerId)) return std::string();
   json j = json::object();
   j["player_id"] = playerId;
   j["action"] = action;
   j["frame_number"] = frame;
   j["timestamp"] = (std::isfinite(timestampMs) && timestampMs > 0) ? timestampMs : 0.0;
+  if (unfocused) j["focused"] = false;
   return dumpSafe(j);
 }
 
 RxResult parsePlayerAction(const char* text, size_t len, PlayerActionMsg& out) {
   json j;
   if (!parseObject(text, len, kMaxPlayerActionJson, j)) return RxResult::BadRelayJson;
-  if (!onlyKeys(j, {"player_id", "action", "frame_number", "timestamp"})) return RxResult::BadRelayJson;
+  if (!onlyKeys(j, {"player_id", "action", "frame_number", "timestamp"}, {"focused"})) return RxResult::BadRelayJson;
   const json& pid = *j.find("player_id");
   if (!isValidRelayId(pid)) return RxResult::BadRelayJson;
   int64_t action, frame;
@@ -235,6 +242,9 @@ RxResult parsePlayerAction(const char* text, size_t len, PlayerActionMsg& out) {
   if (!getFiniteNonNeg(*j.find("timestamp"), ts)) return RxResult::BadRelayJson;
   int from;
   if (!parseFrom(j, from)) return RxResult::BadRelayJson;
+  const auto f = j.find("focused");
+  if (f != j.end() && !f->is_boolean()) return RxResult::BadRelayJson;
+  out.unfocused = f != j.end() && !f->get<bool>();
   out.playerId = pid;
   out.action = static_cast<uint8_t>(action);
   out.frame = static_cast<uint32_t>(frame);

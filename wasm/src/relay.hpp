@@ -66,14 +66,17 @@ struct PlayerActionMsg {
   uint32_t frame = 0;
   double timestamp = 0;     // ms, finite, >= 0
   int from = -1;            // server-attached sender index (0..255), -1 when absent
+  bool unfocused = false;   // "focused": false (the input was chosen while the page was hidden)
 };
 
-// {"action":A,"frame_number":F,"player_id":P,"timestamp":T}. `playerId` must be an integer
-// number or a string of 1..64 chars, else "" is returned. A non-finite or negative timestamp is
-// written as 0.
-std::string formatPlayerAction(const nlohmann::json& playerId, int action, uint32_t frame, double timestampMs);
+// {"action":A,"frame_number":F,"player_id":P,"timestamp":T} (+ "focused":false when unfocused).
+// `playerId` must be an integer number or a string of 1..64 chars, else "" is returned. A
+// non-finite or negative timestamp is written as 0.
+std::string formatPlayerAction(const nlohmann::json& playerId, int action, uint32_t frame, double timestampMs,
+                               bool unfocused = false);
 
-// Accepts exactly {player_id, action, frame_number, timestamp} plus an optional integer "from".
+// Accepts exactly {player_id, action, frame_number, timestamp} plus an optional boolean "focused"
+// and an optional integer "from".
 // player_id: integer number or string (1..64 chars); action: integer 0..255; frame_number:
 // integer 0..2^32-1; timestamp: finite number >= 0. len > kMaxPlayerActionJson -> BadRelayJson.
 RxResult parsePlayerAction(const char* text, size_t len, PlayerActionMsg& out);

@@ -11,6 +11,17 @@ void SnapshotStore::clear() {
   head_ = count_ = writePos_ = 0;
 }
 
+void SnapshotStore::compact() {
+  // Keeps the live entries in insertion (= arena) order, at the front of the ring.
+  size_t n = 0;
+  for (size_t i = 0; i < count_; ++i) {
+    const Entry e = ring_[(head_ + i) % ring_.size()];
+    if (e.live) ring_[(head_ + n++) % ring_.size()] = e;
+  }
+  for (size_t i = n; i < count_; ++i) ring_[(head_ + i) % ring_.size()] = Entry{};
+  count_ = n;
+}
+
 void SnapshotStore::evictOldest() {
   Entry& e = ring_[head_];
   if (e.live) ++evictions_;
@@ -19,7 +30,7 @@ void SnapshotStore::evictOldest() {
   --count_;
 }
 
-const SnapshotStore::Entry* SnapshotStore::save(uint32_t frame, const uint8_t* data, size_t len, uint64_t hash) {
+const SnapshotStore::Entry* SnapshotStore::save(Frame frame, const uint8_t* data, size_t len, uint64_t hash) {
   if (len > arena_.size()) return nullptr;
   // Replaced or invalidated snapshots at the old end free their slots first.
   while (count_ > 0 && !ring_[head_].live) {
@@ -31,6 +42,9 @@ const SnapshotStore::Entry* SnapshotStore::save(uint32_t frame, const uint8_t* d
     Entry& e = ring_[(head_ + i) % ring_.size()];
     if (e.live && e.frame == frame) e.live = false;
   }
+  // A full ring whose dead entries (replaced or invalidated) sit behind live ones: drop them
+  // first, so re-saving the same frames over and over never evicts a live snapshot.
+  if (count_ == ring_.size()) compact();
   if (writePos_ + len > arena_.size()) {
     // Wrap: everything between the write head and the end of the arena is the oldest data.
     while (count_ > 0 && ring_[head_].offset >= writePos_) evictOldest();
@@ -55,7 +69,7 @@ const SnapshotStore::Entry* SnapshotStore::save(uint32_t frame, const uint8_t* d
   return &e;
 }
 
-const SnapshotStore::Entry* SnapshotStore::find(uint32_t frame) const {
+const SnapshotStore::Entry* SnapshotStore::find(Frame frame) const {
   for (size_t i = count_; i-- > 0;) {
     const Entry& e = ring_[(head_ + i) % ring_.size()];
     if (e.live && e.frame == frame) return &e;
@@ -63,7 +77,7 @@ const SnapshotStore::Entry* SnapshotStore::find(uint32_t frame) const {
   return nullptr;
 }
 
-const SnapshotStore::Entry* SnapshotStore::latestAtOrBefore(uint32_t frame) const {
+const SnapshotStore::Entry* SnapshotStore::latestAtOrBefore(Frame frame) const {
   const Entry* best = nullptr;
   for (size_t i = 0; i < count_; ++i) {
     const Entry& e = ring_[(head_ + i) % ring_.size()];
@@ -72,7 +86,7 @@ const SnapshotStore::Entry* SnapshotStore::latestAtOrBefore(uint32_t frame) cons
   return best;
 }
 
-void SnapshotStore::invalidateAfter(uint32_t frame) {
+void SnapshotStore::invalidateAfter(Frame frame) {
   for (size_t i = 0; i < count_; ++i) {
     Entry& e = ring_[(head_ + i) % ring_.size()];
     if (e.live && e.frame > frame) e.live = false;

@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "frame.hpp"
+
 namespace p2psync {
 
 class SnapshotStore {
  public:
   struct Entry {
-    uint32_t frame = 0;
+    Frame frame = kNoFrame;
     uint32_t offset = 0;
     uint32_t length = 0;
     uint64_t hash = 0;
@@ -23,12 +25,12 @@ class SnapshotStore {
 
   void clear();
   // Copies `len` bytes for `frame`. Returns the entry, or nullptr when it cannot fit at all.
-  const Entry* save(uint32_t frame, const uint8_t* data, size_t len, uint64_t hash);
-  const Entry* find(uint32_t frame) const;
+  const Entry* save(Frame frame, const uint8_t* data, size_t len, uint64_t hash);
+  const Entry* find(Frame frame) const;
   // The newest live snapshot with frame <= `frame`, or nullptr.
-  const Entry* latestAtOrBefore(uint32_t frame) const;
+  const Entry* latestAtOrBefore(Frame frame) const;
   // Marks snapshots of frames > `frame` as stale (their state was built on mispredicted inputs).
-  void invalidateAfter(uint32_t frame);
+  void invalidateAfter(Frame frame);
   const uint8_t* bytes(const Entry& e) const { return arena_.data() + e.offset; }
   size_t liveCount() const;
   size_t capacityBytes() const { return arena_.size(); }
@@ -36,6 +38,7 @@ class SnapshotStore {
 
  private:
   void evictOldest();
+  void compact();
   std::vector<uint8_t> arena_;
   std::vector<Entry> ring_;  // insertion order: ring_[(head_ + i) % slots]
   size_t head_ = 0, count_ = 0;

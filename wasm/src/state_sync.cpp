@@ -14,11 +14,6 @@ namespace {
 
 constexpr uint32_t kMaxHashHistory = 4096;
 
-json hexJson(uint64_t d) {
-  char hex[17];
-  digestToHex(d, hex);
-  return json(std::string(hex, 16));
-}
 
 }  // namespace
 
@@ -59,6 +54,7 @@ void StateSync::resetEpisodeState() {
   remote_.assign(static_cast<size_t>(cfg_.numPlayers) * cfg_.hashHistory, RemoteSlot{});
   newestLocal_ = 0;
   sweptBelow_ = 0;
+  scanFrom_ = 0;
   running_ = ActionCounts{};
   fedNext_ = 0;
   verifiedFrame_ = 0;
@@ -100,6 +96,7 @@ void StateSync::onLocalHash(uint32_t frame, uint64_t hash) {
   s->hash = hash;
   s->hasHash = true;
   s->valid = true;
+  scanFrom_ = std::min(scanFrom_, frame);
   // A sent hash whose value now differs is re-sent by update() (sent && sentHash != hash).
 }
 
@@ -160,6 +157,7 @@ RxResult StateSync::onRemoteHash(int peer, uint32_t frame, uint64_t hash, const 
     // The peer re-sent a changed hash for this frame: replace it and compare again.
     r.hash = hash;
     r.compared = false;
+    scanFrom_ = std::min(scanFrom_, frame);
     r.counts = remoteCounts ? *remoteCounts : ActionCounts{};
     r.hasCounts = remoteCounts != nullptr;
     ++hashesReceived_;
@@ -179,6 +177,7 @@ RxResult StateSync::onRemoteHash(int peer, uint32_t frame, uint64_t hash, const 
   r = RemoteSlot{};
   r.frame = frame;
   r.hash = hash;
+  scanFrom_ = std::min(scanFrom_, frame);
   if (remoteCounts) {
     r.counts = *remoteCounts;
     r.hasCounts = true;
@@ -198,12 +197,12 @@ RxResult StateSync::onRelayStateSync(int peer, const char* text, size_t len, uin
   return onRemoteHash(peer, msg.frame, msg.hash, &msg.counts, currentFrame, windowFrames, nowMs);
 }
 
-void StateSync::recordDesync(json ev, EventQueue& events, int* indexOut) {
+void StateSync::recordDesync(const Event& ev, EventQueue& events, int* indexOut) {
   ++desyncs_;
   events.push(ev);
   if (desyncEvents_.size() < cfg_.maxDesyncEvents) {
     if (indexOut) *indexOut = static_cast<int>(desyncEvents_.size());
-    desyncEvents_.push_back(std::move(ev));
+    desyncEvents_.push_back(ev.toJson());
   }
 }
 
@@ -222,24 +221,17 @@ void StateSync::compare(int peer, RemoteSlot& r, LocalSlot& l, uint32_t currentF
     if ((l.matchedMask & remoteMask_) == remoteMask_ && l.frame > verifiedFrame_) {
       verifiedFrame_ = l.frame;
       if (cfg_.verifiedEvents) {
-        json ev = json::object();
-        ev["type"] = "verified";
-        ev["frame"] = l.frame;
-        events.push(ev);
+        events.push(Event(EventType::Verified).num(Field::kFrame, l.frame));
       }
     }
   } else if (!r.desyncReported) {
     r.desyncReported = true;
-    json ev = json::object();
-    ev["type"] = "desync";
-    ev["frame"] = l.frame;
-    ev["localHash"] = hexJson(l.hash);
-    ev["remoteHash"] = hexJson(r.hash);
-    ev["peer"] = peer;
-    ev["actionCountDiff"] = (r.hasCounts && l.countsKnown) ? l.counts.diff(r.counts) : json(nullptr);
-    ev["detectedAtFrame"] = currentFrame;
-    ev["episode"] = episode_;
-    recordDesync(std::move(ev), events, &r.desyncIndex);
+    Event ev(EventType::Desync);
+    ev.num(Field::kFrame, l.frame).hex(Field::kLocalHash, l.hash).hex(Field::kRemoteHash, r.hash).num(Field::kPeer, peer);
+    if (r.hasCounts && l.countsKnown) ev.json(Field::kActionCountDiff, l.counts.diff(r.counts));
+    else ev.null(Field::kActionCountDiff);
+    ev.num(Field::kDetectedAtFrame, currentFrame).num(Field::kEpisode, episode_);
+    recordDesync(ev, events, &r.desyncIndex);
   }
   // Counts are only needed for this comparison: release them (bounded memory).
   r.counts = ActionCounts{};
@@ -268,13 +260,18 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
   }
 
   // 2. Send final local hashes (and re-send changed ones), oldest first. 3. Compare.
+  // Only from scanFrom_: every hash frame below it was fully handled by an earlier update(), and
+  // what could give it new work (a local hash stored again, a remote hash) lowers scanFrom_.
   if (confirmedFrame >= 0) {
     const uint64_t hi = std::min<uint64_t>(newestLocal_, static_cast<uint64_t>(confirmedFrame) + 1);
     static const ActionCounts kNoCounts;
-    // The slot index of f + hashInterval is the next slot (mod hashHistory): kept incrementally,
-    // this loop runs over the whole history every frame and slotIndex() divides twice.
-    size_t idx = slotIndex(lo);
-    for (uint64_t f64 = lo; f64 <= hi; f64 += cfg_.hashInterval, idx = idx + 1 == cfg_.hashHistory ? 0 : idx + 1) {
+    const uint64_t up = (static_cast<uint64_t>(scanFrom_) + cfg_.hashInterval - 1) / cfg_.hashInterval * cfg_.hashInterval;
+    const uint32_t from = static_cast<uint32_t>(std::max<uint64_t>(lo, up));
+    if (hi >= from) scanFrom_ = static_cast<uint32_t>(std::min<uint64_t>(hi + 1, 0xffffffffu));
+    // The slot index of f + hashInterval is the next slot (mod hashHistory): kept incrementally
+    // (slotIndex() divides twice).
+    size_t idx = slotIndex(from);
+    for (uint64_t f64 = from; f64 <= hi; f64 += cfg_.hashInterval, idx = idx + 1 == cfg_.hashHistory ? 0 : idx + 1) {
       const auto f = static_cast<uint32_t>(f64);
       LocalSlot& s = local_[idx];
       if (s.frame != f || !s.hasHash || !s.valid) continue;
@@ -288,20 +285,20 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
         const size_t n = encode(m, buf, sizeof buf);
         bool ok = false;
         if (p2pUsable && n > 0) ok = out.packet(Path::P2P, -1, buf, n) || ok;
-        const std::string js = formatStateSync(cfg_.gameId, senderId(), f, s.hash, s.countsKnown ? s.counts : kNoCounts);
-        if (!js.empty()) ok = out.relayJson(RelayEvent::StateSync, -1, js) || ok;
+        if (!p2pUsable || cfg_.relayHashesAlways) {
+          const std::string js = formatStateSync(cfg_.gameId, senderId(), f, s.hash, s.countsKnown ? s.counts : kNoCounts);
+          if (!js.empty()) ok = out.relayJson(RelayEvent::StateSync, -1, js) || ok;
+        }
         if (ok) {
           s.sent = true;
           s.sentHash = s.hash;
           if (resend) ++hashesResent_;
           else ++hashesSent_;
-          json ev = json::object();
-          ev["type"] = "hashBroadcast";
-          ev["frame"] = f;
-          ev["hash"] = hexJson(s.hash);
-          ev["player"] = cfg_.localPlayer;
-          ev["resend"] = resend;
-          events.push(ev);
+          events.push(Event(EventType::HashBroadcast)
+                          .num(Field::kFrame, f)
+                          .hex(Field::kHash, s.hash)
+                          .num(Field::kPlayer, cfg_.localPlayer)
+                          .flag(Field::kResend, resend));
         }
       }
       for (int p = 0; p < cfg_.numPlayers; ++p) {
@@ -322,23 +319,30 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
       if (!ps.readyIn || ps.readyChecked) continue;
       ps.readyChecked = true;
       if (ps.readyDigest != localDigest_) {
-        json ev = json::object();
-        ev["type"] = "desync";
-        ev["frame"] = 0;
-        ev["localHash"] = hexJson(localDigest_);
-        ev["remoteHash"] = hexJson(ps.readyDigest);
-        ev["peer"] = p;
-        ev["actionCountDiff"] = nullptr;
-        ev["detectedAtFrame"] = currentFrame;
-        ev["episode"] = episode_;
-        ev["source"] = "ready";
-        recordDesync(std::move(ev), events, nullptr);
+        Event ev(EventType::Desync);
+        ev.num(Field::kFrame, 0)
+            .hex(Field::kLocalHash, localDigest_)
+            .hex(Field::kRemoteHash, ps.readyDigest)
+            .num(Field::kPeer, p)
+            .null(Field::kActionCountDiff)
+            .num(Field::kDetectedAtFrame, currentFrame)
+            .num(Field::kEpisode, episode_)
+            .text(Field::kSource, "ready");
+        recordDesync(ev, events, nullptr);
       }
     }
   }
 
   // 5. END / READY sends: once to every peer, re-sent every resendMs to peers whose message is
   // missing, plus answers to duplicates.
+  sendEndReady(out, p2pUsable, nowMs, true);
+}
+
+void StateSync::sendAnswers(Outbox& out, bool p2pUsable, double nowMs) { sendEndReady(out, p2pUsable, nowMs, false); }
+
+// periodic: the first sends and the re-sends are due too (update()); else only answers to
+// duplicates (on receive: a peer that stopped stepping still answers).
+void StateSync::sendEndReady(Outbox& out, bool p2pUsable, double nowMs, bool periodic) {
   auto sendEnd = [&](int p, uint32_t frame, uint32_t episode) {
     Message m;
     m.type = MsgType::EpisodeEnd;
@@ -365,7 +369,7 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
     if (!validPeer(p)) continue;
     PeerState& ps = peers_[p];
     if (begun_) {
-      const bool due = !ps.readySentOnce || (!ps.readyIn && nowMs - ps.readySentMs >= cfg_.resendMs);
+      const bool due = periodic && (!ps.readySentOnce || (!ps.readyIn && nowMs - ps.readySentMs >= cfg_.resendMs));
       if ((due || ps.readyReply.pending) && sendReady(p)) {
         if (due) {
           ps.readySentOnce = true;
@@ -378,7 +382,7 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
       }
     }
     if (localEnded_) {
-      const bool due = !ps.endSentOnce || (!ps.endIn && nowMs - ps.endSentMs >= cfg_.resendMs);
+      const bool due = periodic && (!ps.endSentOnce || (!ps.endIn && nowMs - ps.endSentMs >= cfg_.resendMs));
       if ((due || ps.endReply.pending) && sendEnd(p, localEndFrame_, episode_)) {
         if (due) {
           ps.endSentOnce = true;
@@ -505,6 +509,13 @@ uint32_t StateSync::syncedEndFrame() const {
   if (localEnded_) take(localEndFrame_);
   for (int p = 0; p < cfg_.numPlayers; ++p)
     if (validPeer(p) && peers_[p].endIn) take(peers_[p].endFrame);
+  return m;
+}
+
+int64_t StateSync::peersEndFrame() const {
+  int64_t m = -1;
+  for (int p = 0; p < cfg_.numPlayers; ++p)
+    if (validPeer(p) && peers_[p].endIn && (m < 0 || peers_[p].endFrame < m)) m = peers_[p].endFrame;
   return m;
 }
 

@@ -10,9 +10,9 @@
 // saves a snapshot for f (non-hash frames are ignored). A local hash of f is SENT and COMPARED
 // only when it is final: valid (not invalidated by onRollback since it was stored) and confirmed
 // (every input of frames < f is known: confirmedFrame >= f - 1).
-// Sending: STATE_HASH (binary) on P2P to every peer when p2pUsable, and always the relay JSON
-// "p2p_state_sync" (so when P2P is unusable only the relay carries it). A peer receives both
-// copies; the second is a Duplicate.
+// Sending: STATE_HASH (binary) on P2P to every peer when p2pUsable; the relay JSON
+// "p2p_state_sync" only while P2P is unusable (or always, with relayHashesAlways). A peer that
+// receives both copies counts the second as a Duplicate.
 //
 // ---- Action counts (the provider design)
 // StateSync keeps the per-actor action counts itself: the engine calls
@@ -44,7 +44,8 @@
 // next update(), coalesced per peer). Termination: once both sides have each other's message no
 // periodic re-sends remain; each answer can cause at most one duplicate at the other side, and
 // answering needs two duplicates, so the answers die out (finite even though a lost answer is
-// always retried by the peer's periodic re-send). A duplicate END of the PREVIOUS episode (the
+// always retried by the peer's periodic re-send). Answers go out on receive (sendAnswers), so a
+// peer that no longer steps still answers. A duplicate END of the PREVIOUS episode (the
 // peer missed our END after we already began the next episode) is still answered with our END
 // of that episode (and returns StaleEpisode).
 // Binary END/READY go on P2P when p2pUsable, else as relay packets (Path::Relay, to = peer).
@@ -73,6 +74,7 @@ struct StateSyncConfig {
   double resendMs = 100;                  // END / READY re-send period
   size_t maxDesyncEvents = 64;            // stored desync records (further ones are counted only)
   bool verifiedEvents = true;             // push {type:"verified", frame} when verifiedFrame grows
+  bool relayHashesAlways = false;         // also copy hashes to the relay while P2P is usable
 };
 
 class StateSync {
@@ -106,6 +108,10 @@ class StateSync {
   // pushes events ("hashBroadcast", "desync", "verified").
   void update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUsable, double nowMs, Outbox& out,
               EventQueue& events);
+  // Only the answers to duplicate END / READY (and previous-episode END) messages, at once: the
+  // engine calls it on receive, so a peer that stopped stepping (it ended its last episode) still
+  // gives a peer that missed its END what it needs.
+  void sendAnswers(Outbox& out, bool p2pUsable, double nowMs);
 
   // A remote hash (binary STATE_HASH: remoteCounts = nullptr; relay p2p_state_sync: its counts).
   //   UnknownPlayer  peer is not a remote player
@@ -145,6 +151,8 @@ class StateSync {
   bool localEnded() const { return localEnded_; }
   bool episodeEndSynced() const;  // local END and every peer's END of this episode are in
   uint32_t syncedEndFrame() const;  // min(local, peers' END frames) over the ENDs known so far
+  int64_t peersEndFrame() const;    // min of the peers' END frames known so far, -1 when none
+  bool peerEnded(int peer) const { return validPeer(peer) && peers_[peer].endIn; }
   bool allReady() const;            // begun and every peer's READY of this episode arrived
 
   // ---------------------------------------------------------------- stats
@@ -225,8 +233,9 @@ class StateSync {
   static void noteDuplicate(Reply& r);
   nlohmann::json senderId() const;
   bool sendBinary(Outbox& out, bool p2pUsable, int to, const uint8_t* bytes, size_t len);
+  void sendEndReady(Outbox& out, bool p2pUsable, double nowMs, bool periodic);
   void compare(int peer, RemoteSlot& r, LocalSlot& l, uint32_t currentFrame, EventQueue& events);
-  void recordDesync(nlohmann::json ev, EventQueue& events, int* indexOut);
+  void recordDesync(const Event& ev, EventQueue& events, int* indexOut);
 
   StateSyncConfig cfg_;
   uint32_t remoteMask_ = 0;  // bit per remote peer
@@ -244,6 +253,7 @@ class StateSync {
   std::vector<RemoteSlot> remote_;  // numPlayers rows of hashHistory slots (local row unused)
   uint32_t newestLocal_ = 0;        // newest frame claimed in local_
   uint32_t sweptBelow_ = 0;         // remote slots below this frame were already swept
+  uint32_t scanFrom_ = 0;           // update() has nothing left to do for hash frames below this
   ActionCounts running_;            // counts over frames 0..fedNext_-1
   uint32_t fedNext_ = 0;
   uint32_t verifiedFrame_ = 0;

@@ -13,8 +13,10 @@ using nlohmann::json;
 namespace {
 // Frames between the synced end of an episode and the start of the next: more than the largest
 // input delay (30) plus slack, so no input of an old episode can land in the new one.
-constexpr uint32_t kEpisodeGap = 64;
-constexpr const char* kVersion = "0.1.0";
+constexpr Frame kEpisodeGap = 64;
+constexpr const char* kVersion = "0.2.0";
+// Bytes of event records per configured event (a typical record is 40-100 bytes).
+constexpr size_t kEventBytesPerEvent = 128;
 
 HealthConfig healthConfig(const EngineConfig& c) {
   HealthConfig h;
@@ -27,12 +29,6 @@ HealthConfig healthConfig(const EngineConfig& c) {
   return h;
 }
 
-std::string hexDigest(uint64_t h) {
-  char hex[17];
-  digestToHex(h, hex);
-  return std::string(hex, 16);
-}
-
 StateSyncConfig stateSyncConfig(const EngineConfig& c) {
   StateSyncConfig s;
   s.numPlayers = c.numPlayers;
@@ -41,9 +37,41 @@ StateSyncConfig stateSyncConfig(const EngineConfig& c) {
   s.hashHistory = static_cast<uint32_t>(c.hashHistory);
   s.gameId = c.gameId;
   s.playerIds = c.playerIds;
+  s.relayHashesAlways = c.relayHashesAlways;
   return s;
 }
+
+double num(Frame f) { return static_cast<double>(f); }
 }  // namespace
+
+// Every public entry point runs inside a Call: it empties the event arena once the reader has
+// read all of it (the kEventRead word), and publishes the arena's size when it returns.
+class SyncEngine::Call {
+ public:
+  explicit Call(SyncEngine& e) : e_(e) {
+    int32_t* H = e_.header();
+    if (static_cast<size_t>(H[plan::kEventRead]) >= e_.events_.size()) {
+      e_.events_.clear();
+      H[plan::kEventRead] = 0;
+    }
+    if (static_cast<size_t>(H[plan::kRowRead]) >= e_.rows_.size()) {
+      e_.rows_.clear();
+      H[plan::kRowRead] = 0;
+    }
+  }
+  ~Call() {
+    int32_t* H = e_.header();
+    H[plan::kEventBytes] = static_cast<int32_t>(e_.events_.size());
+    H[plan::kEventCount] = static_cast<int32_t>(e_.events_.count());
+    H[plan::kRowBytes] = static_cast<int32_t>(e_.rows_.size());
+    H[plan::kRowCount] = static_cast<int32_t>(e_.rows_.count());
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+ private:
+  SyncEngine& e_;
+};
 
 std::unique_ptr<SyncEngine> SyncEngine::create(const char* configJson, size_t len, std::string& error) {
   EngineConfig cfg;
@@ -56,7 +84,7 @@ SyncEngine::SyncEngine(const EngineConfig& cfg)
     : cfg_(cfg),
       numActors_(cfg.numActors()),
       local_(cfg.localPlayerIndex),
-      ringMask_(static_cast<uint32_t>(cfg.bufferFrames - 1)),
+      ringMask_(static_cast<size_t>(cfg.bufferFrames - 1)),
       replayCap_(cfg.bufferFrames),
       inputs_(static_cast<size_t>(cfg.numPlayers), InputBuffer(cfg.bufferFrames)),
       records_(static_cast<size_t>(cfg.bufferFrames)),
@@ -65,60 +93,68 @@ SyncEngine::SyncEngine(const EngineConfig& cfg)
       health_(cfg.numPlayers, cfg.localPlayerIndex, healthConfig(cfg), static_cast<size_t>(cfg.maxEvents)),
       metrics_(static_cast<size_t>(cfg.maxEvents)),
       stateSync_(stateSyncConfig(cfg)),
-      events_(static_cast<size_t>(cfg.maxEvents)),
+      syncTest_(cfg.syncTestDistance, cfg.bufferFrames),
+      events_(static_cast<size_t>(cfg.maxEvents) * kEventBytesPerEvent),
+      rows_(cfg.numActors(), static_cast<size_t>(cfg.bufferFrames)),
       out_(64 * 1024),
       reply_(16 * 1024),
+      plan_(plan::arenaBytes(cfg), 0),
+      writer_(plan_.data(), plan::requestCapacity(cfg)),
       rx_(kMaxPacketBytes),
       msg_(std::make_unique<Message>()),
       scratchMsg_(std::make_unique<Message>()),
+      remoteFocused_(static_cast<size_t>(cfg.numPlayers), 1),
       lastRequestMs_(static_cast<size_t>(cfg.numPlayers), -1e18),
       budget_(static_cast<size_t>(cfg.numPlayers), 0),
       oneWay_(static_cast<size_t>(cfg.numPlayers), 0.0),
-      lastHeader_(static_cast<size_t>(cfg.numPlayers), -1),
-      testHashes_(cfg.syncTestDistance > 0 ? static_cast<size_t>(cfg.bufferFrames) : 0) {
-  plan_.assign(kPlanWords * 4 + 16 + static_cast<size_t>(replayCap_) * static_cast<size_t>(numActors_) +
-                   static_cast<size_t>(replayCap_) + 16,
-               0);
+      lastHeader_(static_cast<size_t>(cfg.numPlayers), kNoFrame) {
+  header()[plan::kRowSize] = static_cast<int32_t>(rows_.rowBytes());
   resetEpisode(-1);
 }
 
 // ------------------------------------------------------------------------------------- helpers
 
-uint32_t SyncEngine::windowLo() const {
+Frame SyncEngine::windowLo() const {
   // The oldest frame still needed: replays start at a snapshot at or before the confirmed frame.
-  int64_t lo = std::min<int64_t>(confirmed_ + 1, cur_) - 2 * cfg_.snapshotInterval - cfg_.syncTestDistance - 2;
-  if (lo < static_cast<int64_t>(episodeStart_)) lo = episodeStart_;
-  return static_cast<uint32_t>(lo);
+  const Frame lo = std::min(confirmed_ + 1, cur_) - 2 * cfg_.snapshotInterval - syncTest_.distance() - 2;
+  return std::max(lo, episodeStart_);
 }
 
-bool SyncEngine::isSnapshotFrame(uint32_t f) const {
-  if (cfg_.syncTestDistance > 0) return true;
-  uint32_t ef = f - episodeStart_;
-  return ef % static_cast<uint32_t>(cfg_.snapshotInterval) == 0 ||
-         ef % static_cast<uint32_t>(cfg_.effectiveHashInterval()) == 0;
+bool SyncEngine::isSnapshotFrame(Frame f) const {
+  if (syncTest_.enabled()) return true;
+  const Frame ef = f - episodeStart_;
+  return ef % cfg_.snapshotInterval == 0 || ef % cfg_.effectiveHashInterval() == 0;
 }
 
-void SyncEngine::fillActions(uint32_t f, FrameRecord& r, const uint8_t* bots) {
+Frame SyncEngine::lastPlannableFrame() const {
+  Frame last = kMaxWireFrame;
+  if (terminal_ != kNoFrame) last = terminal_;
+  if (cfg_.maxEpisodeFrames > 0) last = std::min(last, episodeStart_ + cfg_.maxEpisodeFrames - 1);
+  if (stateSync_.episodeBegun() && stateSync_.episode() == episode_) {
+    const int64_t e = stateSync_.peersEndFrame();
+    if (e >= 0) last = std::min(last, episodeStart_ + e);
+  }
+  return last;
+}
+
+void SyncEngine::fillActions(Frame f, FrameRecord& r, const uint8_t* bots) {
   r.frame = f;
-  r.valid = true;
   r.predictedMask = 0;
   for (int p = 0; p < cfg_.numPlayers; ++p) {
     uint8_t a;
-    if (inputs_[static_cast<size_t>(p)].get(f, a)) {
-      r.actions[static_cast<size_t>(p)] = a;
-    } else {
-      r.actions[static_cast<size_t>(p)] = inputs_[static_cast<size_t>(p)].predict(f, cfg_.predictionMethod, cfg_.defaultAction);
+    if (!inputs(p).get(f, a)) {
+      a = inputs(p).predict(f, cfg_.predictionMethod, cfg_.defaultAction);
       r.predictedMask = static_cast<uint16_t>(r.predictedMask | (1u << p));
     }
+    r.actions[static_cast<size_t>(p)] = a;
   }
-  if (bots)
-    for (int b = 0; b < cfg_.numBots; ++b) r.actions[static_cast<size_t>(cfg_.numPlayers + b)] = bots[b];
+  if (bots) std::memcpy(r.actions.data() + cfg_.numPlayers, bots, static_cast<size_t>(cfg_.numBots));
 }
 
 void SyncEngine::recomputeConfirmed() {
-  int64_t c = static_cast<int64_t>(cur_) - 1;
+  Frame c = simulated_;
   for (const InputBuffer& b : inputs_) c = std::min(c, b.knownUpTo());
-  if (pendingRollback_ >= 0) c = std::min(c, pendingRollback_ - 1);
+  if (pendingRollback_ != kNoFrame) c = std::min(c, pendingRollback_ - 1);
   if (c > confirmed_) confirmed_ = c;
 }
 
@@ -128,17 +164,15 @@ bool SyncEngine::p2pUsableAny() const {
   return false;
 }
 
-void SyncEngine::emitPacket(Outbox& box, Path path, int to, const Message& m) {
-  size_t n = encode(m, scratch_.data(), scratch_.size());
-  if (n) {
-    box.packet(path, to, scratch_.data(), n);
-    metrics_.packetSent(path);
-  }
+bool SyncEngine::p2pUsableAll() const {
+  for (int p = 0; p < cfg_.numPlayers; ++p)
+    if (p != local_ && !health_.p2pUsable(p)) return false;
+  return true;
 }
 
-void SyncEngine::flushEvents() {
-  for (const std::string& e : events_.pending()) out_.event(e);
-  events_.clear();
+void SyncEngine::emitPacket(Outbox& box, Path path, int to, const Message& m) {
+  const size_t n = encode(m, scratch_.data(), scratch_.size());
+  if (n && box.packet(path, to, scratch_.data(), n)) metrics_.packetSent(path);
 }
 
 void SyncEngine::feedConfirmedActions() {
@@ -148,9 +182,10 @@ void SyncEngine::feedConfirmedActions() {
   // frame refused (when the peer's first inputs arrive before the first advance).
   if (!stateSync_.episodeBegun() || stateSync_.episode() != episode_) return;
   while (countedUpTo_ < confirmed_) {
-    uint32_t f = static_cast<uint32_t>(countedUpTo_ + 1);
+    const Frame f = countedUpTo_ + 1;
     const FrameRecord& r = record(f);
-    if (r.valid && r.frame == f) stateSync_.onConfirmedActions(f - episodeStart_, r.actions.data(), static_cast<size_t>(numActors_));
+    if (r.frame == f)
+      stateSync_.onConfirmedActions(wireFrame(f - episodeStart_), r.actions.data(), static_cast<size_t>(numActors_));
     countedUpTo_ = f;
   }
 }
@@ -158,233 +193,503 @@ void SyncEngine::feedConfirmedActions() {
 // ------------------------------------------------------------------------------------- advance
 
 Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmount) {
-  out_.clear();
-  lastNowMs_ = nowMs;
-  std::fill(budget_.begin(), budget_.end(), 0);
-  int32_t* H = reinterpret_cast<int32_t*>(plan_.data());
-  const uint8_t* bots = botInput();
-
-  health_.update(nowMs, cur_, events_);
-  for (int p = 0; p < cfg_.numPlayers; ++p) oneWay_[static_cast<size_t>(p)] = p == local_ ? 0.0 : health_.latencyMs(p);
-
-  // ---- rollback: the earliest misprediction, or the forced one of sync-test mode
-  int64_t target = pendingRollback_;
-  bool forced = false;
-  if (cfg_.syncTestDistance > 0 && cur_ >= episodeStart_ + static_cast<uint32_t>(cfg_.syncTestDistance)) {
-    int64_t t = static_cast<int64_t>(cur_) - cfg_.syncTestDistance;
-    if (target < 0 || t < target) { target = t; forced = true; }
-  }
-  H[kRollback] = 0;
-  H[kReplayCount] = 0;
-  if (target >= 0 && target < static_cast<int64_t>(cur_)) {
-    const SnapshotStore::Entry* snap = snapshots_.latestAtOrBefore(static_cast<uint32_t>(target));
-    if (!snap || snap->frame < episodeStart_ || cur_ - snap->frame > static_cast<uint32_t>(replayCap_)) {
-      // Cannot roll back: keep the misprediction pending so the confirmed frame never passes it
-      // (the session then stalls instead of confirming inputs it did not simulate).
-      ++snapshotMisses_;
-      if (target != lastMissingTarget_) {
-        lastMissingTarget_ = target;
-        events_.push(json{{"type", "error"}, {"reason", "snapshot-missing"}, {"frame", target}, {"currentFrame", cur_}, {"timeMs", nowMs}});
-      }
-    } else {
-      uint32_t S = snap->frame;
-      uint32_t count = cur_ - S;
-      uint8_t* replay = plan_.data() + replayActionsOffset();
-      uint8_t* resnap = plan_.data() + resnapOffset();
-      for (uint32_t i = 0; i < count; ++i) {
-        uint32_t f = S + i;
-        FrameRecord& r = record(f);
-        // Bots' recorded actions are reused; players' inputs are the best known now.
-        std::array<uint8_t, kMaxActors> bot{};
-        std::memcpy(bot.data(), r.actions.data() + cfg_.numPlayers, static_cast<size_t>(cfg_.numBots));
-        fillActions(f, r, bot.data());
-        std::memcpy(replay + static_cast<size_t>(i) * static_cast<size_t>(numActors_), r.actions.data(), static_cast<size_t>(numActors_));
-        resnap[i] = (f > static_cast<uint32_t>(target) && isSnapshotFrame(f)) ? 1 : 0;
-      }
-      snapshots_.invalidateAfter(static_cast<uint32_t>(target));
-      stateSync_.onRollback(static_cast<uint32_t>(target) - episodeStart_);
-      H[kRollback] = 1;
-      H[kRollbackTarget] = static_cast<int32_t>(target);
-      H[kLoadFrame] = static_cast<int32_t>(S);
-      H[kReplayCount] = static_cast<int32_t>(count);
-      if (pendingRollback_ >= 0) {
-        // A real misprediction (in sync-test mode possibly inside a deeper forced rollback).
-        uint32_t depth = cur_ - static_cast<uint32_t>(pendingRollback_);
-        metrics_.rollback(static_cast<uint32_t>(pendingRollback_), cur_, depth, firstMiss_.player, firstMiss_.predicted,
-                          firstMiss_.actual, nowMs, &events_);
-        // Sync-test: first-run hashes after it were built on mispredicted inputs; the replay
-        // re-records them.
-        for (TestHash& t : testHashes_)
-          if (t.valid && t.frame > static_cast<uint32_t>(pendingRollback_)) t.valid = false;
-      }
-      if (localEndFrame_ >= target) localEndFrame_ = -1;  // the env re-evaluates done in the replay
-      pendingRollback_ = -1;
-      firstMiss_ = Misprediction{};
-      lastMissingTarget_ = -1;
-    }
-    (void)forced;
-  }
+  Call call(*this);
+  beginAdvance(nowMs);
+  planRollback(nowMs);
   recomputeConfirmed();
-
-  // ---- this frame
-  const int limit = cfg_.predictionLimit();
-  Status status = Status::Run;
-  bool ended = localEndFrame_ >= 0 || (stateSync_.episodeEndSynced() && cur_ > episodeStart_ + stateSync_.syncedEndFrame());
-  bool readyGate = !stateSync_.allReady() && cur_ > episodeStart_ + static_cast<uint32_t>(limit) / 2;
-  if (ended) {
-    status = Status::Ended;
-  } else if (static_cast<int64_t>(cur_) - confirmed_ > limit || readyGate) {
-    status = Status::Stall;
-    metrics_.stall();
-    if (!stalled_)
-      events_.push(json{{"type", "stall"}, {"frame", cur_}, {"confirmedFrame", confirmed_},
-                        {"reason", readyGate ? "waiting-ready" : "prediction-limit"}, {"timeMs", nowMs}});
-  } else if (cfg_.timeSync && cfg_.syncTestDistance == 0 &&
-             timeSync_.update(nowMs, cur_ + static_cast<uint32_t>(cfg_.inputDelay), oneWay_, local_)) {
-    status = Status::Wait;
-    metrics_.wait();
-  }
-
-  if (stalled_ && status != Status::Stall)
-    events_.push(json{{"type", "stallEnd"}, {"frame", cur_}, {"confirmedFrame", confirmed_}, {"timeMs", nowMs}});
-  stalled_ = status == Status::Stall;
-
-  bool newInput = false;
-  H[kSaveSnapshot] = 0;
-  H[kPredictedMask] = 0;
-  H[kFrame] = static_cast<int32_t>(cur_);
-  if (status == Status::Run) {
-    uint32_t target_ = cur_ + static_cast<uint32_t>(cfg_.inputDelay);
-    double lag;
-    InputBuffer& mine = inputs_[static_cast<size_t>(local_)];
-    if (!mine.known(target_)) {
-      mine.insert(target_, localAction, Path::P2P, nowMs, windowLo(), lag);
-      newInput = true;
-    }
-    FrameRecord& r = record(cur_);
-    fillActions(cur_, r, bots);
-    std::memcpy(plan_.data() + curActionsOffset(), r.actions.data(), static_cast<size_t>(numActors_));
-    H[kPredictedMask] = r.predictedMask;
-    H[kSaveSnapshot] = isSnapshotFrame(cur_) ? 1 : 0;
-    ++cur_;
-    recomputeConfirmed();
-  }
-
-  sendInputs(nowMs, bufferedAmount, newInput);
+  const Status status = decideStatus(nowMs);
+  if (status == Status::Run) planFrames(nowMs, localAction);
+  sendInputs(nowMs, bufferedAmount);
   requestGaps(nowMs);
-
-  if (health_.pingDue(nowMs)) {
-    Message m;
-    m.type = MsgType::Ping;
-    m.timestamp = nowMs;
-    for (int p = 0; p < cfg_.numPlayers; ++p)
-      if (p != local_ && health_.channelOpen(p)) emitPacket(out_, Path::P2P, p, m);
-  }
-
-  // ---- state sync: hashes of confirmed frames, episode end/ready
-  feedConfirmedActions();
-  if (localEndFrame_ >= 0 && confirmed_ >= localEndFrame_ && !localEndSent_) {
-    stateSync_.localEpisodeEnd(static_cast<uint32_t>(localEndFrame_) - episodeStart_, nowMs);
-    localEndSent_ = true;
-  }
-  // State sync takes one P2P flag for all peers: use P2P only when every remote peer is reachable
-  // by it. With "any", END / READY addressed to a peer whose channel is closed would go into that
-  // channel forever (3+ players); the relay carries them (and p2p_state_sync) to everyone.
-  bool p2pAll = true;
-  for (int p = 0; p < cfg_.numPlayers; ++p)
-    if (p != local_ && !health_.p2pUsable(p)) p2pAll = false;
-  const size_t syncFrom = out_.size();
-  stateSync_.update(confirmed_ - static_cast<int64_t>(episodeStart_), cur_ - episodeStart_, p2pAll, nowMs, out_, events_);
-  // State sync writes its packets (STATE_HASH, END, READY) and p2p_state_sync messages straight
-  // into the outbox: count them as sent like every other packet (a P2P broadcast once per open channel).
-  for (size_t off = syncFrom; off + 8 <= out_.size();) {
-    const uint8_t* rec = out_.data() + off;
-    uint32_t len;
-    std::memcpy(&len, rec + 4, 4);
-    const Path path = static_cast<Path>(rec[1]);
-    if (static_cast<OutKind>(rec[0]) == OutKind::RelayJson) {
-      metrics_.packetSent(Path::Relay);
-    } else if (static_cast<OutKind>(rec[0]) == OutKind::Packet) {
-      if (path == Path::P2P && static_cast<int8_t>(rec[2]) < 0) {
-        for (int p = 0; p < cfg_.numPlayers; ++p)
-          if (p != local_ && health_.channelOpen(p)) metrics_.packetSent(Path::P2P);
-      } else {
-        metrics_.packetSent(path);
-      }
-    }
-    off += 8 + ((static_cast<size_t>(len) + 3) & ~size_t(3));
-  }
-  // (stateSync_ still holds the previous episode's synced END until the first snapshot of this one)
-  if (!endEventEmitted_ && stateSync_.episode() == episode_ && stateSync_.episodeEndSynced() &&
-      confirmed_ >= static_cast<int64_t>(episodeStart_ + stateSync_.syncedEndFrame())) {
-    endEventEmitted_ = true;
-    uint32_t endRel = stateSync_.syncedEndFrame();
-    episodeSummaries_.push_back(json{{"episode", episode_}, {"frame", endRel}, {"startFrame", episodeStart_}});
-    if (episodeSummaries_.size() > 256) episodeSummaries_.erase(episodeSummaries_.begin());
-    events_.push(json{{"type", "episodeEnd"}, {"episode", episode_}, {"frame", episodeStart_ + endRel},
-                      {"episodeFrame", endRel}, {"timeMs", nowMs}});
-  }
-
-  flushEvents();
-  H[kStatus] = static_cast<int32_t>(status);
-  H[kEpisodeFrame] = static_cast<int32_t>(static_cast<uint32_t>(H[kFrame]) - episodeStart_);
-  H[kConfirmedFrame] = static_cast<int32_t>(confirmed_);
-  H[kVerifiedFrame] = static_cast<int32_t>(verifiedFrame());
-  H[kOutBytes] = static_cast<int32_t>(out_.size());
-  H[kOutCount] = static_cast<int32_t>(out_.count());
-  H[kEpisode] = static_cast<int32_t>(episode_);
-  H[kNumActors] = numActors_;
-  H[kEpisodeStart] = static_cast<int32_t>(episodeStart_);
+  sendPings(nowMs);
+  syncState(nowMs);
+  emitRows();
+  finishPlan(status);
   return status;
 }
 
-void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) {
-  const InputBuffer& mine = inputs_[static_cast<size_t>(local_)];
-  int64_t newest = mine.knownUpTo();
-  if (newest < static_cast<int64_t>(episodeStart_)) return;
+void SyncEngine::beginAdvance(double nowMs) {
+  out_.clear();
+  writer_.clear();
+  newInput_ = false;
+  lastNowMs_ = nowMs;
+  int32_t* H = header();
+  H[plan::kRollbackTarget] = -1;
+  H[plan::kLoadFrame] = -1;
+  H[plan::kReplayCount] = 0;
+  // Advance requests of the previous plan that were never reported: taken as stepped, not ended.
+  if (nextReport_ != kNoFrame && nextReport_ <= planLast_) {
+    unreportedSteps_ += static_cast<uint64_t>(planLast_ - nextReport_ + 1);
+    simulated_ = planLast_;
+  }
+  nextReport_ = planLast_ = kNoFrame;
+  std::fill(budget_.begin(), budget_.end(), 0);
+  health_.update(nowMs, cur_, events_);
+  for (int p = 0; p < cfg_.numPlayers; ++p) oneWay_[static_cast<size_t>(p)] = p == local_ ? 0.0 : health_.latencyMs(p);
+}
+
+// The earliest misprediction (or sync-test's forced rollback): Load S, then Save?/Advance for
+// every frame S .. the newest simulated one, replayed with the best inputs known now.
+void SyncEngine::planRollback(double nowMs) {
+  Frame target = pendingRollback_;
+  const Frame last = std::min(cur_ - 1, lastPlannableFrame());
+  // Sync-test re-simulates the newest frames as the timeline advances; once the episode's last
+  // frame is simulated nothing advances, and there is nothing new to check.
+  const Frame forced = cur_ <= lastPlannableFrame() ? syncTest_.forcedTarget(cur_, episodeStart_) : kNoFrame;
+  if (forced != kNoFrame && (target == kNoFrame || forced < target)) target = forced;
+  if (target == kNoFrame || target >= cur_) return;
+  if (target > last) {  // a misprediction past the episode's end changes nothing
+    pendingRollback_ = kNoFrame;
+    firstMiss_ = Misprediction{};
+    return;
+  }
+  const SnapshotStore::Entry* snap = snapshots_.latestAtOrBefore(target);
+  if (!snap || snap->frame < episodeStart_ || cur_ - snap->frame > replayCap_) {
+    // Cannot roll back: keep the misprediction pending so the confirmed frame never passes it
+    // (the session then stalls instead of confirming inputs it did not simulate).
+    ++snapshotMisses_;
+    if (target != lastMissingTarget_) {
+      lastMissingTarget_ = target;
+      events_.push(Event(EventType::Error)
+                       .text(Field::kReason, "snapshot-missing")
+                       .num(Field::kFrame, num(target))
+                       .num(Field::kCurrentFrame, num(cur_))
+                       .num(Field::kTimeMs, nowMs));
+    }
+    return;
+  }
+  const Frame S = snap->frame;
+  if (pendingRollback_ != kNoFrame) {
+    // A real misprediction (in sync-test mode possibly inside a deeper forced rollback).
+    metrics_.rollback(wireFrame(pendingRollback_), wireFrame(cur_), wireFrame(cur_ - pendingRollback_), firstMiss_.player,
+                      firstMiss_.predicted, firstMiss_.actual, nowMs, &events_);
+    syncTest_.onMisprediction(pendingRollback_);
+  }
+  // The replay re-evaluates the episode's end, unless it is already confirmed (a forced sync-test
+  // rollback replays confirmed frames: their outcome cannot change).
+  if (terminal_ != kNoFrame && target <= terminal_ && confirmed_ < terminal_) terminal_ = kNoFrame;
+  snapshots_.invalidateAfter(target);
+  stateSync_.onRollback(wireFrame(target - episodeStart_));
+  const bool misprediction = pendingRollback_ != kNoFrame;
+  writer_.add(RequestKind::Load, 0, 0, S, S - episodeStart_, nullptr, 0);
+  for (Frame f = S; f <= last; ++f) {
+    FrameRecord& r = record(f);
+    if (misprediction && r.rollbacks < UINT16_MAX) ++r.rollbacks;
+    // Bots' recorded actions are reused; players' inputs are the best known now.
+    std::array<uint8_t, kMaxActors> recorded = r.actions;
+    fillActions(f, r, recorded.data() + cfg_.numPlayers);
+    if (f > target && isSnapshotFrame(f)) writer_.add(RequestKind::Save, 0, 0, f, f - episodeStart_, nullptr, 0);
+    writer_.add(RequestKind::Advance, kRequestReplay, r.predictedMask, f, f - episodeStart_, r.actions.data(), numActors_);
+  }
+  int32_t* H = header();
+  H[plan::kRollbackTarget] = static_cast<int32_t>(target);
+  H[plan::kLoadFrame] = static_cast<int32_t>(S);
+  H[plan::kReplayCount] = static_cast<int32_t>(last - S + 1);
+  nextReport_ = S;
+  planLast_ = last;
+  simulated_ = S - 1;
+  cur_ = last + 1;
+  pendingRollback_ = kNoFrame;
+  firstMiss_ = Misprediction{};
+  lastMissingTarget_ = kNoFrame;
+}
+
+Status SyncEngine::decideStatus(double nowMs) {
+  const int limit = cfg_.predictionLimit();
+  const bool readyGate = !stateSync_.allReady() && cur_ > episodeStart_ + limit / 2;
+  Status status = Status::Run;
+  if (cur_ > lastPlannableFrame()) {
+    status = Status::Ended;
+  } else if (cur_ - confirmed_ > limit || readyGate || pausedMask_ != 0) {
+    status = Status::Stall;
+    metrics_.stall();
+    if (!stalled_)
+      events_.push(Event(EventType::Stall)
+                       .num(Field::kFrame, num(cur_))
+                       .num(Field::kConfirmedFrame, num(confirmed_))
+                       .text(Field::kReason, pausedMask_ ? "paused" : readyGate ? "waiting-ready" : "prediction-limit")
+                       .num(Field::kTimeMs, nowMs));
+  } else if (cfg_.timeSync && !syncTest_.enabled() && timeSync_.update(nowMs, cur_ + cfg_.inputDelay, oneWay_, local_)) {
+    status = Status::Wait;
+    metrics_.wait();
+  }
+  if (stalled_ && status != Status::Stall)
+    events_.push(Event(EventType::StallEnd).num(Field::kFrame, num(cur_)).num(Field::kConfirmedFrame, num(confirmed_)).num(Field::kTimeMs, nowMs));
+  stalled_ = status == Status::Stall;
+  return status;
+}
+
+// How many new frames this advance runs: 1, or more while this peer is behind the others
+// (catch-up: back within about catchUpWithinMs), never past the prediction limit or the episode.
+int SyncEngine::framesToRun() {
+  int n = 1;
+  if (cfg_.catchUp && timeSync_.frameMs() > 0) {
+    const double behind = timeSync_.framesBehind(cur_ + cfg_.inputDelay, oneWay_, local_);
+    if (behind > cfg_.catchUpThreshold) {
+      const double ticks = std::max(1.0, cfg_.catchUpWithinMs / timeSync_.frameMs());
+      n += static_cast<int>(std::min<double>(kMaxFramesPerAdvance - 1, std::ceil(behind / ticks)));
+    }
+  }
+  // The catch-up after a hidden span ends once this peer is back with the others.
+  if (n == 1) returning_ = false;
+  const Frame room = std::min<Frame>(confirmed_ + cfg_.predictionLimit() + 1 - cur_, lastPlannableFrame() + 1 - cur_);
+  return static_cast<int>(std::clamp<Frame>(room, 1, n));
+}
+
+// This tick's frames: for each, the local input for frame + inputDelay, then Save? and Advance.
+void SyncEngine::planFrames(double nowMs, uint8_t localAction) {
+  const int n = framesToRun();
+  InputBuffer& mine = inputs(local_);
+  for (int k = 0; k < n; ++k) {
+    const Frame target = cur_ + cfg_.inputDelay;
+    if (!mine.known(target)) {
+      double lag;
+      // Not focused: the page is hidden, or these are the frames it missed while hidden (its
+      // catch-up after coming back): the participant did not choose them live.
+      mine.insert(target, localAction, Path::P2P, nowMs, windowLo(), lag, !localFocused_ || returning_);
+      newInput_ = true;
+    }
+    FrameRecord& r = record(cur_);
+    const bool fresh = r.frame != cur_;
+    fillActions(cur_, r, botInput());
+    if (fresh) {
+      r.firstPredictedMask = r.predictedMask;
+      r.firstMs = nowMs;
+      r.rollbacks = 0;
+      r.stepFlags = 0;
+      r.rewards.fill(0);
+    }
+    if (isSnapshotFrame(cur_)) writer_.add(RequestKind::Save, 0, 0, cur_, cur_ - episodeStart_, nullptr, 0);
+    writer_.add(RequestKind::Advance, 0, r.predictedMask, cur_, cur_ - episodeStart_, r.actions.data(), numActors_);
+    if (nextReport_ == kNoFrame) nextReport_ = cur_;
+    planLast_ = cur_;
+    ++cur_;
+  }
+}
+
+void SyncEngine::sendPings(double nowMs) {
+  if (!health_.pingDue(nowMs)) return;
+  Message m;
+  m.type = MsgType::Ping;
+  m.timestamp = nowMs;
+  for (int p = 0; p < cfg_.numPlayers; ++p)
+    if (p != local_ && health_.channelOpen(p)) emitPacket(out_, Path::P2P, p, m);
+  // The focus state is re-announced with the pings once it has changed: a lost FOCUS_STATE
+  // (pauses and focus events depend on it) is repaired within one ping interval.
+  if (focusAnnounced_)
+    for (int p = 0; p < cfg_.numPlayers; ++p)
+      if (p != local_) sendFocus(out_, p);
+}
+
+void SyncEngine::sendFocus(Outbox& box, int to) {
+  Message m;
+  m.type = MsgType::FocusState;
+  m.focused = localFocused_ ? 1 : 0;
+  m.frame = wireFrame(localFocusFrame_);
+  emitPacket(box, health_.p2pUsable(to) ? Path::P2P : Path::Relay, to, m);
+}
+
+void SyncEngine::setFocus(bool focused, double nowMs) {
+  Call call(*this);
+  reply_.clear();
+  if (focused != localFocused_) {
+    localFocused_ = focused;
+    focusAnnounced_ = true;
+    returning_ = focused;
+    // The first local input chosen in the new state: the next one advance() inserts.
+    localFocusFrame_ = cur_ + cfg_.inputDelay;
+    while (inputs(local_).known(localFocusFrame_)) ++localFocusFrame_;
+    events_.push(Event(EventType::Focus)
+                     .num(Field::kPeer, local_)
+                     .flag(Field::kFocused, focused)
+                     .num(Field::kFrame, num(localFocusFrame_))
+                     .num(Field::kTimeMs, nowMs));
+    // On both paths: the P2P copy is fast, the relay copy cannot be lost.
+    for (int p = 0; p < cfg_.numPlayers; ++p) {
+      if (p == local_) continue;
+      if (health_.p2pUsable(p)) sendFocus(reply_, p);
+      Message m;
+      m.type = MsgType::FocusState;
+      m.focused = focused ? 1 : 0;
+      m.frame = wireFrame(localFocusFrame_);
+      emitPacket(reply_, Path::Relay, p, m);
+    }
+    if (cfg_.focusPolicy == FocusPolicy::Pause) {
+      pausedMask_ = focused ? (pausedMask_ & ~(1u << local_)) : (pausedMask_ | (1u << local_));
+      updatePause(nowMs);
+    }
+  }
+  int32_t* H = header();
+  H[plan::kReplyBytes] = static_cast<int32_t>(reply_.size());
+  H[plan::kReplyCount] = static_cast<int32_t>(reply_.count());
+}
+
+void SyncEngine::onRemoteFocus(int peer, bool focused, Frame frame, double nowMs) {
+  int8_t& known = remoteFocused_[static_cast<size_t>(peer)];
+  if (known == (focused ? 1 : 0)) return;  // a re-announcement
+  known = focused ? 1 : 0;
+  events_.push(Event(EventType::Focus)
+                   .num(Field::kPeer, peer)
+                   .flag(Field::kFocused, focused)
+                   .num(Field::kFrame, num(frame))
+                   .num(Field::kTimeMs, nowMs));
+  if (cfg_.focusPolicy == FocusPolicy::Pause) {
+    pausedMask_ = focused ? (pausedMask_ & ~(1u << peer)) : (pausedMask_ | (1u << peer));
+    updatePause(nowMs);
+  }
+}
+
+// focusPolicy pause: a 'pause' event when the first page hides, 'resume' when the last is back.
+void SyncEngine::updatePause(double nowMs) {
+  const bool paused = pausedMask_ != 0;
+  const int32_t was = header()[plan::kPaused];
+  if (paused && !was) {
+    pausedSinceMs_ = nowMs;
+    pausedAtFrame_ = cur_;
+    events_.push(Event(EventType::Pause).num(Field::kFrame, num(cur_)).num(Field::kPeers, pausedMask_).num(Field::kTimeMs, nowMs));
+  } else if (!paused && was) {
+    events_.push(Event(EventType::Resume)
+                     .num(Field::kFrame, num(cur_))
+                     .num(Field::kStartFrame, num(pausedAtFrame_))
+                     .num(Field::kDownMs, nowMs - pausedSinceMs_)
+                     .num(Field::kTimeMs, nowMs));
+  }
+  header()[plan::kPaused] = paused ? static_cast<int32_t>(pausedMask_) : 0;
+}
+
+// The episode's end: the local terminal frame, once confirmed, goes to state sync (END). A peer's
+// END that this timeline confirmed past without ending is a mismatch (a desync): it is reported
+// and adopted, so that every peer still ends the episode on one frame.
+void SyncEngine::syncEpisodeEnd(double nowMs) {
+  if (endSent_ || !stateSync_.episodeBegun() || stateSync_.episode() != episode_) return;
+  const int64_t peersEnd = stateSync_.peersEndFrame();
+  if (peersEnd >= 0) {
+    const Frame e = episodeStart_ + peersEnd;
+    if (confirmed_ >= e && (terminal_ == kNoFrame || terminal_ > e)) {
+      if (!endMismatchReported_) {
+        endMismatchReported_ = true;
+        events_.push(Event(EventType::Error)
+                         .text(Field::kReason, "end-mismatch")
+                         .num(Field::kFrame, num(e))
+                         .num(Field::kEpisodeFrame, static_cast<double>(peersEnd))
+                         .num(Field::kTimeMs, nowMs));
+      }
+      terminal_ = e;
+    }
+  }
+  if (terminal_ != kNoFrame && confirmed_ >= terminal_) {
+    stateSync_.localEpisodeEnd(wireFrame(terminal_ - episodeStart_), nowMs);
+    endSent_ = true;
+    endSentMs_ = nowMs;
+  }
+}
+
+void SyncEngine::syncState(double nowMs) {
+  feedConfirmedActions();
+  syncEpisodeEnd(nowMs);
+  // State sync writes its packets (STATE_HASH, END, READY) and p2p_state_sync messages straight
+  // into the outbox: count them as sent like every other packet (a P2P broadcast once per open channel).
+  const size_t from = out_.size();
+  stateSync_.update(confirmed_ - episodeStart_, wireFrame(cur_ - episodeStart_), p2pUsableAll(), nowMs, out_, events_);
+  out_.forEach(
+      [&](const OutRecord& r) {
+        if (r.kind == OutKind::RelayJson || r.path == Path::Relay || r.to >= 0) {
+          metrics_.packetSent(r.path);
+          return;
+        }
+        for (int p = 0; p < cfg_.numPlayers; ++p)
+          if (p != local_ && health_.channelOpen(p)) metrics_.packetSent(Path::P2P);
+      },
+      from);
+  // (stateSync_ still holds the previous episode's synced END until the first snapshot of this one)
+  if (endEventEmitted_ || stateSync_.episode() != episode_) return;
+  if (stateSync_.episodeEndSynced() && confirmed_ >= episodeStart_ + stateSync_.syncedEndFrame()) {
+    emitEpisodeEnd(nowMs);
+  } else if (endSent_ && nowMs - endSentMs_ >= cfg_.endTimeoutMs) {
+    // A peer that never confirms the end (gone, or stuck) no longer holds the others.
+    endTimedOut_ = true;
+    uint32_t missing = 0;
+    for (int p = 0; p < cfg_.numPlayers; ++p)
+      if (p != local_ && !stateSync_.peerEnded(p)) missing |= 1u << p;
+    events_.push(Event(EventType::EndTimeout)
+                     .num(Field::kEpisode, episode_)
+                     .num(Field::kFrame, num(terminal_))
+                     .num(Field::kPeers, missing)
+                     .num(Field::kTimeMs, nowMs));
+    emitEpisodeEnd(nowMs);
+  }
+}
+
+void SyncEngine::emitEpisodeEnd(double nowMs) {
+  endEventEmitted_ = true;
+  const uint32_t endRel = stateSync_.syncedEndFrame();
+  json summary{{"episode", episode_}, {"frame", endRel}, {"startFrame", episodeStart_}};
+  if (endTimedOut_) summary["reason"] = "endTimeout";
+  episodeSummaries_.push_back(std::move(summary));
+  if (episodeSummaries_.size() > 256) episodeSummaries_.erase(episodeSummaries_.begin());
+  Event ev(EventType::EpisodeEnd);
+  ev.num(Field::kEpisode, episode_)
+      .num(Field::kFrame, num(episodeStart_ + endRel))
+      .num(Field::kEpisodeFrame, endRel)
+      .flag(Field::kTruncated, terminalTruncated_)
+      .text(Field::kReason, endTimedOut_ ? "endTimeout" : "synced")
+      .num(Field::kTimeMs, nowMs);
+  events_.push(ev);
+}
+
+// One research row per confirmed frame of the episode, in frame order (research_data.hpp).
+void SyncEngine::emitRows() {
+  if (rowsUpTo_ < episodeStart_ - 1) rowsUpTo_ = episodeStart_ - 1;
+  while (rowsUpTo_ < confirmed_) {
+    const Frame f = rowsUpTo_ + 1;
+    const FrameRecord& r = record(f);
+    if (r.frame != f) {  // left the ring before it could be written (the reader fell behind)
+      ++rowsLost_;
+      rowsUpTo_ = f;
+      continue;
+    }
+    FrameRow row;
+    row.frame = f;
+    row.episodeFrame = f - episodeStart_;
+    row.episode = episode_;
+    row.predictedMask = r.firstPredictedMask;
+    for (int p = 0; p < cfg_.numPlayers; ++p)
+      if (inputs(p).unfocused(f)) row.unfocusedMask = static_cast<uint16_t>(row.unfocusedMask | (1u << p));
+    row.rollbacks = r.rollbacks;
+    row.flags = r.stepFlags;
+    row.firstSteppedMs = r.firstMs;
+    std::memcpy(row.actions, r.actions.data(), static_cast<size_t>(numActors_));
+    std::memcpy(row.rewards, r.rewards.data(), sizeof(double) * static_cast<size_t>(numActors_));
+    if (!rows_.push(row)) break;  // full: retried once the reader has read
+    rowsUpTo_ = f;
+  }
+}
+
+void SyncEngine::finishPlan(Status status) {
+  int32_t* H = header();
+  H[plan::kStatus] = static_cast<int32_t>(status);
+  H[plan::kFrame] = static_cast<int32_t>(cur_);
+  H[plan::kEpisode] = static_cast<int32_t>(episode_);
+  H[plan::kEpisodeStart] = static_cast<int32_t>(episodeStart_);
+  H[plan::kConfirmedFrame] = static_cast<int32_t>(confirmed_);
+  H[plan::kVerifiedFrame] = static_cast<int32_t>(verifiedFrame());
+  H[plan::kRequestCount] = static_cast<int32_t>(writer_.count());
+  H[plan::kOutBytes] = static_cast<int32_t>(out_.size());
+  H[plan::kOutCount] = static_cast<int32_t>(out_.count());
+  H[plan::kNumActors] = numActors_;
+  H[plan::kTerminalFrame] = static_cast<int32_t>(terminal_);
+  H[plan::kInputDelay] = cfg_.inputDelay;
+  H[plan::kRowSize] = static_cast<int32_t>(rows_.rowBytes());
+}
+
+// ------------------------------------------------------------------------------------- stepped
+
+bool SyncEngine::stepped(Frame frame, uint8_t flags) {
+  Call call(*this);
+  if (nextReport_ == kNoFrame || frame != nextReport_) {
+    ++badReports_;
+    return false;
+  }
+  simulated_ = frame;
+  nextReport_ = frame < planLast_ ? frame + 1 : kNoFrame;
+  const bool limit = cfg_.maxEpisodeFrames > 0 && frame >= episodeStart_ + cfg_.maxEpisodeFrames - 1;
+  const bool ended = (flags & (kStepTerminated | kStepTruncated)) != 0 || limit;
+  // The research record keeps the last simulation's outcome.
+  FrameRecord& rec = record(frame);
+  rec.stepFlags = static_cast<uint8_t>(((flags & kStepTerminated) ? kRowTerminated : 0) |
+                                       ((flags & kStepTruncated) || (limit && !(flags & kStepTerminated)) ? kRowTruncated : 0) |
+                                       ((flags & kStepRewards) ? kRowRewards : 0));
+  if (flags & kStepRewards) std::memcpy(rec.rewards.data(), stepRewards(), sizeof(double) * static_cast<size_t>(numActors_));
+  else rec.rewards.fill(0);
+  if (ended) {
+    markTerminal(frame, (flags & kStepTerminated) == 0, lastNowMs_);
+    if (frame < planLast_) voidPlanAfter(frame);
+    nextReport_ = kNoFrame;
+  }
+  recomputeConfirmed();
+  emitRows();
+  int32_t* H = header();
+  H[plan::kConfirmedFrame] = static_cast<int32_t>(confirmed_);
+  H[plan::kFrame] = static_cast<int32_t>(cur_);
+  H[plan::kTerminalFrame] = static_cast<int32_t>(terminal_);
+  return nextReport_ != kNoFrame;
+}
+
+void SyncEngine::markTerminal(Frame f, bool truncated, double nowMs) {
+  if (terminal_ != kNoFrame && terminal_ <= f) return;
+  terminal_ = f;
+  terminalTruncated_ = truncated;
+  events_.push(Event(EventType::Terminal)
+                   .num(Field::kFrame, num(f))
+                   .num(Field::kEpisodeFrame, num(f - episodeStart_))
+                   .flag(Field::kTruncated, truncated)
+                   .num(Field::kTimeMs, nowMs));
+}
+
+// The step of `f` ended the episode: the plan's later requests are void and never simulated.
+void SyncEngine::voidPlanAfter(Frame f) {
+  cur_ = f + 1;
+  planLast_ = f;
+  snapshots_.invalidateAfter(f);
+  stateSync_.onRollback(wireFrame(f - episodeStart_));
+}
+
+// ------------------------------------------------------------------------------------- sending
+
+void SyncEngine::sendInputs(double nowMs, double bufferedAmount) {
+  const InputBuffer& mine = inputs(local_);
+  const Frame newest = mine.knownUpTo();
+  if (newest < episodeStart_) return;
+  const bool congested = bufferedAmount > cfg_.congestionBytes;
+  // The last `redundancy` inputs, in one INPUT packet per run of inputs with the same focus
+  // (usually one run): the packet's flag is the focus of all its entries.
   Message& m = *msg_;
   m.type = MsgType::Input;
   m.playerIndex = static_cast<uint16_t>(local_);
-  m.frame = static_cast<uint32_t>(newest);
-  m.flags = 0;
-  int64_t first = std::max<int64_t>(newest - cfg_.redundancy + 1, episodeStart_);
+  m.frame = wireFrame(newest);
   m.count = 0;
-  for (int64_t f = first; f <= newest; ++f) {
-    uint8_t a;
-    if (mine.get(static_cast<uint32_t>(f), a)) m.inputs[m.count++] = FrameAction{static_cast<uint32_t>(f), a};
-  }
-  if (m.count == 0) return;
-
-  const bool congested = bufferedAmount > cfg_.congestionBytes;
-  // New inputs: this frame's, and on the episode's first frame also the inputDelay default inputs
-  // the packet carries for the first time (the relay counts those too).
-  const bool firstSend = newInput && newest == static_cast<int64_t>(episodeStart_) + cfg_.inputDelay;
-  const uint32_t fresh = firstSend ? m.count : newInput ? 1u : 0u;
+  uint32_t entries = 0;
   bool sentP2P = false;
-  for (int p = 0; p < cfg_.numPlayers; ++p) {
-    if (p == local_) continue;
-    if (health_.p2pUsable(p) && !congested) {
+  bool runUnfocused = false;
+  auto flush = [&]() {
+    if (m.count == 0) return;
+    m.flags = runUnfocused ? kInputUnfocused : 0;
+    entries += m.count;
+    for (int p = 0; p < cfg_.numPlayers; ++p) {
+      if (p == local_ || !health_.p2pUsable(p) || congested) continue;
       emitPacket(out_, Path::P2P, p, m);
       sentP2P = true;
     }
+    m.count = 0;
+  };
+  for (Frame f = std::max<Frame>(newest - cfg_.redundancy + 1, episodeStart_); f <= newest; ++f) {
+    uint8_t a;
+    if (!mine.get(f, a)) continue;
+    const bool u = mine.unfocused(f);
+    if (m.count && u != runUnfocused) flush();
+    runUnfocused = u;
+    m.inputs[m.count++] = FrameAction{wireFrame(f), a};
   }
+  flush();
+  if (entries == 0) return;
+  // New inputs: this frame's, and on the episode's first frame also the inputDelay default inputs
+  // the packet carries for the first time (the relay counts those too).
+  const bool firstSend = newInput_ && newest == episodeStart_ + cfg_.inputDelay;
+  const uint32_t fresh = firstSend ? entries : newInput_ ? 1u : 0u;
   // Inputs count once per frame, whatever the number of peers (packets count per peer).
-  if (sentP2P) metrics_.inputSent(Path::P2P, fresh, m.count);
+  if (sentP2P) metrics_.inputSent(Path::P2P, fresh, entries);
   // The relay carries every new input under "dual", and under "p2p-first" whenever some peer
   // cannot be reached by P2P this frame (channel down, fallback, congestion).
-  bool relayNeeded = cfg_.sendPolicy == SendPolicy::Dual;
-  for (int p = 0; p < cfg_.numPlayers && !relayNeeded; ++p)
-    if (p != local_ && (!health_.p2pUsable(p) || congested)) relayNeeded = true;
+  const bool relayNeeded = cfg_.sendPolicy == SendPolicy::Dual || congested || !p2pUsableAll();
   if (!relayNeeded) return;
   // Give the relay, in order, every local input it has not carried yet, but at most the
   // redundancy window: older inputs the P2P path lost are filled by INPUT_REQUEST.
-  int64_t from = std::max<int64_t>(relaySentUpTo_ + 1, newest - cfg_.redundancy + 1);
-  from = std::max<int64_t>(from, episodeStart_);
+  const Frame from = std::max({relaySentUpTo_ + 1, newest - cfg_.redundancy + 1, episodeStart_});
   uint32_t sent = 0;
-  for (int64_t f = from; f <= newest; ++f) {
+  for (Frame f = from; f <= newest; ++f) {
     uint8_t a;
-    if (!mine.get(static_cast<uint32_t>(f), a)) continue;
-    std::string j = formatPlayerAction(cfg_.playerIds[static_cast<size_t>(local_)], a, static_cast<uint32_t>(f), nowMs);
+    if (!mine.get(f, a)) continue;
+    const std::string j = formatPlayerAction(cfg_.playerIds[static_cast<size_t>(local_)], a, wireFrame(f), nowMs, mine.unfocused(f));
     out_.relayJson(RelayEvent::PlayerAction, -1, j);
     metrics_.packetSent(Path::Relay);
     ++sent;
@@ -396,30 +701,29 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount, bool newInput) 
 void SyncEngine::requestGaps(double nowMs) {
   for (int p = 0; p < cfg_.numPlayers; ++p) {
     if (p == local_) continue;
-    const InputBuffer& b = inputs_[static_cast<size_t>(p)];
-    int64_t known = b.knownUpTo();
-    int64_t header = std::max<int64_t>(b.newestKnown(), lastHeader_[static_cast<size_t>(p)]);
+    const InputBuffer& b = inputs(p);
+    const Frame known = b.knownUpTo();
+    const Frame header = std::max(b.newestKnown(), lastHeader_[static_cast<size_t>(p)]);
     // Frames that the sender's redundancy will no longer carry must be asked for.
     if (header - known <= cfg_.redundancy) continue;
-    double spacing = std::max(100.0, 2.0 * oneWay_[static_cast<size_t>(p)] * 2.0);
+    const double spacing = std::max(100.0, 4.0 * oneWay_[static_cast<size_t>(p)]);
     if (nowMs - lastRequestMs_[static_cast<size_t>(p)] < spacing) continue;
     lastRequestMs_[static_cast<size_t>(p)] = nowMs;
     Message m;
     m.type = MsgType::InputRequest;
-    m.start = static_cast<uint32_t>(known + 1);
-    m.end = static_cast<uint32_t>(std::min<int64_t>(header, known + kMaxRequestFrames));
-    Path path = health_.p2pUsable(p) ? Path::P2P : Path::Relay;
-    emitPacket(out_, path, p, m);
+    m.start = wireFrame(known + 1);
+    m.end = wireFrame(std::min<Frame>(header, known + kMaxRequestFrames));
+    emitPacket(out_, health_.p2pUsable(p) ? Path::P2P : Path::Relay, p, m);
     metrics_.inputRequestSent();
   }
 }
 
 // ------------------------------------------------------------------------------------- receive
 
-void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path via, double nowMs, RxResult& agg) {
-  InputBuffer& b = inputs_[static_cast<size_t>(player)];
+void SyncEngine::onRemoteInput(int player, Frame frame, uint8_t action, bool unfocused, Path via, double nowMs, RxResult& agg) {
+  InputBuffer& b = inputs(player);
   if (frame < episodeStart_) {
-    if (agg == RxResult::Duplicate || agg == RxResult::Ok) agg = agg == RxResult::Ok ? RxResult::Ok : RxResult::StaleEpisode;
+    if (agg == RxResult::Duplicate) agg = RxResult::StaleEpisode;
     return;
   }
   if (b.heldBy(frame, action, via)) {  // a redundant copy: what insert() + the Duplicate case do
@@ -427,8 +731,7 @@ void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path 
     return;
   }
   double lag;
-  InputBuffer::Insert r = b.insert(frame, action, via, nowMs, windowLo(), lag);
-  switch (r) {
+  switch (b.insert(frame, action, via, nowMs, windowLo(), lag, unfocused)) {
     case InputBuffer::Insert::Conflict:
       agg = RxResult::Conflict;
       return;
@@ -444,12 +747,12 @@ void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path 
   }
   if (agg == RxResult::Duplicate || agg == RxResult::OutOfWindow) agg = RxResult::Ok;
   metrics_.inputReceived(via, true);
-  metrics_.inputMargin(static_cast<int32_t>(static_cast<int64_t>(frame) - static_cast<int64_t>(cur_)));
+  metrics_.inputMargin(static_cast<int32_t>(std::clamp<Frame>(frame - cur_, -1000, 1000)));
   if (frame < cur_) {
     FrameRecord& rec = record(frame);
-    if (rec.valid && rec.frame == frame) {
+    if (rec.frame == frame) {
       if (rec.actions[static_cast<size_t>(player)] != action) {
-        if (pendingRollback_ < 0 || static_cast<int64_t>(frame) < pendingRollback_) {
+        if (pendingRollback_ == kNoFrame || frame < pendingRollback_) {
           pendingRollback_ = frame;
           firstMiss_ = Misprediction{frame, player, rec.actions[static_cast<size_t>(player)], action};
         }
@@ -458,22 +761,21 @@ void SyncEngine::onRemoteInput(int player, uint32_t frame, uint8_t action, Path 
       }
     }
   }
-  int64_t before = confirmed_;
   recomputeConfirmed();
-  (void)before;
 }
 
 void SyncEngine::beginReceive() { reply_.clear(); }
 
 RxResult SyncEngine::endReceive(RxResult r) {
   if (r != RxResult::Ok) metrics_.rejected(r);
-  int32_t* H = reinterpret_cast<int32_t*>(plan_.data());
-  H[kReplyBytes] = static_cast<int32_t>(reply_.size());
-  H[kReplyCount] = static_cast<int32_t>(reply_.count());
+  int32_t* H = header();
+  H[plan::kReplyBytes] = static_cast<int32_t>(reply_.size());
+  H[plan::kReplyCount] = static_cast<int32_t>(reply_.count());
   return r;
 }
 
 RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path via, double nowMs) {
+  Call call(*this);
   beginReceive();
   RxResult r;
   if (fromPeer < 0 || fromPeer >= cfg_.numPlayers || fromPeer == local_) {
@@ -483,7 +785,7 @@ RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path
   } else if (len > kMaxPacketBytes) {
     r = RxResult::Oversized;
   } else {
-    DecodeError e = decode(data, len, *msg_);
+    const DecodeError e = decode(data, len, *msg_);
     if (e != DecodeError::Ok) {
       r = fromDecodeError(e);
     } else {
@@ -499,48 +801,59 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
     case MsgType::Input: {
       if (m.playerIndex >= cfg_.numPlayers) return RxResult::UnknownPlayer;
       if (m.playerIndex != fromPeer) return RxResult::SpoofedPlayer;
-      if (static_cast<uint64_t>(m.frame) >= static_cast<uint64_t>(windowLo()) + static_cast<uint64_t>(cfg_.bufferFrames))
-        return RxResult::OutOfWindow;
-      health_.onPacket(fromPeer, nowMs);
+      if (m.frame >= windowLo() + cfg_.bufferFrames) return RxResult::OutOfWindow;
+      health_.onPacket(fromPeer, nowMs, &events_);
       health_.onInputHeader(fromPeer, m.frame);
       if (m.frame >= episodeStart_) {
         timeSync_.onHeader(fromPeer, m.frame, nowMs);
-        lastHeader_[static_cast<size_t>(fromPeer)] = std::max<int64_t>(lastHeader_[static_cast<size_t>(fromPeer)], m.frame);
+        Frame& h = lastHeader_[static_cast<size_t>(fromPeer)];
+        h = std::max<Frame>(h, m.frame);
       }
       RxResult agg = RxResult::Duplicate;
-      for (uint16_t i = 0; i < m.count; ++i) onRemoteInput(fromPeer, m.inputs[i].frame, m.inputs[i].action, via, nowMs, agg);
+      const bool unfocused = (m.flags & kInputUnfocused) != 0;
+      for (uint16_t i = 0; i < m.count; ++i) onRemoteInput(fromPeer, m.inputs[i].frame, m.inputs[i].action, unfocused, via, nowMs, agg);
       return agg;
     }
     case MsgType::InputResponse: {
       if (m.playerIndex >= cfg_.numPlayers) return RxResult::UnknownPlayer;
       if (m.playerIndex != fromPeer) return RxResult::SpoofedPlayer;
-      health_.onPacket(fromPeer, nowMs);
+      health_.onPacket(fromPeer, nowMs, &events_);
       RxResult agg = RxResult::Duplicate;
-      int64_t before = inputs_[static_cast<size_t>(fromPeer)].knownUpTo();
-      for (uint16_t i = 0; i < m.count; ++i) onRemoteInput(fromPeer, m.inputs[i].frame, m.inputs[i].action, via, nowMs, agg);
-      int64_t after = inputs_[static_cast<size_t>(fromPeer)].knownUpTo();
+      const Frame before = inputs(fromPeer).knownUpTo();
+      const bool unfocused = (m.flags & kInputUnfocused) != 0;
+      for (uint16_t i = 0; i < m.count; ++i) onRemoteInput(fromPeer, m.inputs[i].frame, m.inputs[i].action, unfocused, via, nowMs, agg);
+      const Frame after = inputs(fromPeer).knownUpTo();
       if (after > before) metrics_.gapFilled(static_cast<uint32_t>(after - before));
       return agg;
     }
     case MsgType::InputRequest: {
-      health_.onPacket(fromPeer, nowMs);
-      const InputBuffer& mine = inputs_[static_cast<size_t>(local_)];
+      health_.onPacket(fromPeer, nowMs, &events_);
+      // One INPUT_RESPONSE per run of inputs with the same focus (usually one).
+      const InputBuffer& mine = inputs(local_);
       Message& r = *scratchMsg_;
       r.type = MsgType::InputResponse;
       r.playerIndex = static_cast<uint16_t>(local_);
       r.count = 0;
-      for (uint32_t f = m.start; r.count < kMaxResponseInputs; ++f) {
+      bool any = false;
+      for (Frame f = m.start; f <= m.end; ++f) {
         uint8_t a;
-        if (mine.get(f, a)) r.inputs[r.count++] = FrameAction{f, a};
-        if (f == m.end) break;
+        if (!mine.get(f, a)) continue;
+        const uint8_t flag = mine.unfocused(f) ? kInputUnfocused : 0;
+        if (r.count && (flag != r.flags || r.count == kMaxResponseInputs)) {
+          emitPacket(reply_, via, fromPeer, r);
+          r.count = 0;
+        }
+        r.flags = flag;
+        r.inputs[r.count++] = FrameAction{wireFrame(f), a};
+        any = true;
       }
-      if (r.count == 0) return RxResult::OutOfWindow;
+      if (!any) return RxResult::OutOfWindow;
       emitPacket(reply_, via, fromPeer, r);
       metrics_.inputResponseSent();
       return RxResult::Ok;
     }
     case MsgType::Ping: {
-      health_.onPacket(fromPeer, nowMs);
+      health_.onPacket(fromPeer, nowMs, &events_);
       Message r;
       r.type = MsgType::Pong;
       r.timestamp = m.timestamp;
@@ -548,94 +861,94 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
       return RxResult::Ok;
     }
     case MsgType::Pong: {
-      RxResult r = health_.onPong(fromPeer, m.timestamp, nowMs);
-      if (r == RxResult::Ok) health_.onPacket(fromPeer, nowMs);
+      const RxResult r = health_.onPong(fromPeer, m.timestamp, nowMs);
+      if (r == RxResult::Ok) health_.onPacket(fromPeer, nowMs, &events_);
       return r;
     }
     case MsgType::Keepalive:
-      health_.onPacket(fromPeer, nowMs);
+      health_.onPacket(fromPeer, nowMs, &events_);
       return RxResult::Ok;
     case MsgType::FocusState:
-      health_.onPacket(fromPeer, nowMs);
-      events_.push(json{{"type", "focus"}, {"peer", fromPeer}, {"focused", m.focused != 0}, {"frame", m.frame}, {"timeMs", nowMs}});
+      health_.onPacket(fromPeer, nowMs, &events_);
+      onRemoteFocus(fromPeer, m.focused != 0, m.frame, nowMs);
       return RxResult::Ok;
-    case MsgType::StateHash: {
-      health_.onPacket(fromPeer, nowMs);
+    case MsgType::StateHash:
+      health_.onPacket(fromPeer, nowMs, &events_);
       if (m.frame == 0) return RxResult::BadValue;
-      return stateSync_.onRemoteHash(fromPeer, m.frame, m.digest, nullptr, cur_ - episodeStart_,
+      return stateSync_.onRemoteHash(fromPeer, m.frame, m.digest, nullptr, wireFrame(cur_ - episodeStart_),
                                      static_cast<uint32_t>(cfg_.bufferFrames), nowMs);
-    }
     case MsgType::EpisodeEnd:
-      health_.onPacket(fromPeer, nowMs);
-      return stateSync_.onEpisodeEnd(fromPeer, m.frame, m.episode, nowMs);
-    case MsgType::EpisodeReady:
-      health_.onPacket(fromPeer, nowMs);
-      return stateSync_.onEpisodeReady(fromPeer, m.episode, m.digest, nowMs);
+    case MsgType::EpisodeReady: {
+      health_.onPacket(fromPeer, nowMs, &events_);
+      const RxResult r = m.type == MsgType::EpisodeEnd ? stateSync_.onEpisodeEnd(fromPeer, m.frame, m.episode, nowMs)
+                                                      : stateSync_.onEpisodeReady(fromPeer, m.episode, m.digest, nowMs);
+      // A duplicate means the peer still lacks ours: answer now, not at the next advance().
+      const size_t from = reply_.size();
+      stateSync_.sendAnswers(reply_, p2pUsableAll(), nowMs);
+      reply_.forEach([&](const OutRecord& rec) { metrics_.packetSent(rec.path); }, from);
+      return r;
+    }
   }
   return RxResult::UnknownType;
 }
 
-RxResult SyncEngine::receiveRelayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer) {
+RxResult SyncEngine::receiveRelayInput(int playerIndex, Frame frame, int action, double nowMs, int fromPeer) {
+  Call call(*this);
   beginReceive();
   return endReceive(relayInput(playerIndex, frame, action, nowMs, fromPeer));
 }
 
-RxResult SyncEngine::relayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer) {
-  RxResult r;
-  if (playerIndex < 0 || playerIndex >= cfg_.numPlayers || playerIndex == local_) {
-    r = RxResult::UnknownPlayer;
-  } else if (fromPeer >= 0 && fromPeer != playerIndex) {
-    r = RxResult::SpoofedPlayer;
-  } else if (action < 0 || action > 255) {
-    r = RxResult::BadValue;
-  } else if (++budget_[static_cast<size_t>(playerIndex)] > static_cast<uint32_t>(cfg_.maxPacketsPerPeerPerFrame) * 4) {
-    r = RxResult::Flood;
-  } else {
-    metrics_.packetReceived(Path::Relay);
-    health_.onPacket(playerIndex, nowMs);
-    r = RxResult::Duplicate;
-    if (static_cast<uint64_t>(frame) >= static_cast<uint64_t>(windowLo()) + static_cast<uint64_t>(cfg_.bufferFrames)) {
-      r = RxResult::OutOfWindow;
-    } else {
-      if (frame >= episodeStart_)
-        lastHeader_[static_cast<size_t>(playerIndex)] = std::max<int64_t>(lastHeader_[static_cast<size_t>(playerIndex)], frame);
-      onRemoteInput(playerIndex, frame, static_cast<uint8_t>(action), Path::Relay, nowMs, r);
-    }
+RxResult SyncEngine::relayInput(int playerIndex, Frame frame, int action, double nowMs, int fromPeer, bool unfocused) {
+  if (playerIndex < 0 || playerIndex >= cfg_.numPlayers || playerIndex == local_) return RxResult::UnknownPlayer;
+  if (fromPeer >= 0 && fromPeer != playerIndex) return RxResult::SpoofedPlayer;
+  if (action < 0 || action > 255 || frame < 0 || frame > kMaxWireFrame) return RxResult::BadValue;
+  if (++budget_[static_cast<size_t>(playerIndex)] > static_cast<uint32_t>(cfg_.maxPacketsPerPeerPerFrame) * 4)
+    return RxResult::Flood;
+  metrics_.packetReceived(Path::Relay);
+  health_.onPacket(playerIndex, nowMs, &events_);
+  if (frame >= windowLo() + cfg_.bufferFrames) return RxResult::OutOfWindow;
+  if (frame >= episodeStart_) {
+    Frame& h = lastHeader_[static_cast<size_t>(playerIndex)];
+    h = std::max(h, frame);
   }
+  RxResult r = RxResult::Duplicate;
+  onRemoteInput(playerIndex, frame, static_cast<uint8_t>(action), unfocused, Path::Relay, nowMs, r);
   return r;
 }
 
 RxResult SyncEngine::receiveRelayJson(RelayEvent event, const char* text, size_t len, int fromPeer, double nowMs) {
+  Call call(*this);
   beginReceive();
+  auto indexOf = [&](const json& id) {
+    for (int p = 0; p < cfg_.numPlayers; ++p)
+      if (cfg_.playerIds[static_cast<size_t>(p)] == id) return p;
+    return -1;
+  };
   RxResult r = RxResult::BadRelayJson;
   if (event == RelayEvent::PlayerAction) {
     PlayerActionMsg pa;
     r = parsePlayerAction(text, len, pa);
     if (r == RxResult::Ok) {
-      int idx = -1;
-      for (int p = 0; p < cfg_.numPlayers; ++p)
-        if (cfg_.playerIds[static_cast<size_t>(p)] == pa.playerId) idx = p;
+      const int idx = indexOf(pa.playerId);
       // The payload's "from" never overrides the sender the caller knows (fromPeer).
-      int from = pa.from >= 0 ? pa.from : fromPeer;
+      const int from = pa.from >= 0 ? pa.from : fromPeer;
       if (fromPeer >= 0 && from != fromPeer) r = RxResult::SpoofedPlayer;
-      else r = idx < 0 ? RxResult::UnknownPlayer : relayInput(idx, pa.frame, pa.action, nowMs, from);
+      else r = idx < 0 ? RxResult::UnknownPlayer : relayInput(idx, pa.frame, pa.action, nowMs, from, pa.unfocused);
     }
   } else if (event == RelayEvent::StateSync) {
     StateSyncMsg ss;
     r = parseStateSync(text, len, ss);
     if (r == RxResult::Ok) {
-      int idx = -1;
-      for (int p = 0; p < cfg_.numPlayers; ++p)
-        if (cfg_.playerIds[static_cast<size_t>(p)] == ss.senderId) idx = p;
-      int from = ss.from >= 0 ? ss.from : fromPeer;
+      const int idx = indexOf(ss.senderId);
+      const int from = ss.from >= 0 ? ss.from : fromPeer;
       if (fromPeer >= 0 && from != fromPeer) r = RxResult::SpoofedPlayer;
       else if (idx < 0 || idx == local_) r = RxResult::UnknownPlayer;
       else if (from >= 0 && from != idx) r = RxResult::SpoofedPlayer;
       else if (ss.gameId != cfg_.gameId) r = RxResult::BadValue;
       else {
         metrics_.packetReceived(Path::Relay);
-        health_.onPacket(idx, nowMs);
-        r = stateSync_.onRemoteHash(idx, ss.frame, ss.hash, &ss.counts, cur_ - episodeStart_,
+        health_.onPacket(idx, nowMs, &events_);
+        r = stateSync_.onRemoteHash(idx, ss.frame, ss.hash, &ss.counts, wireFrame(cur_ - episodeStart_),
                                     static_cast<uint32_t>(cfg_.bufferFrames), nowMs);
       }
     }
@@ -653,68 +966,51 @@ uint64_t SyncEngine::hashState(const uint8_t* data, size_t len) const {
   return hashBytes(data, len);
 }
 
-bool SyncEngine::saveSnapshot(uint32_t frame, const uint8_t* data, size_t len) {
+bool SyncEngine::saveSnapshot(Frame frame, const uint8_t* data, size_t len) {
+  Call call(*this);
   if (frame < episodeStart_ || frame > cur_) return false;
-  uint64_t h = hashState(data, len);
-  const SnapshotStore::Entry* e = snapshots_.save(frame, data, len, h);
-  if (!e) {
-    events_.push(json{{"type", "error"}, {"reason", "snapshot-too-large"}, {"frame", frame}, {"bytes", len}});
+  const uint64_t h = hashState(data, len);
+  if (!snapshots_.save(frame, data, len, h)) {
+    events_.push(Event(EventType::Error).text(Field::kReason, "snapshot-too-large").num(Field::kFrame, num(frame)).num(Field::kBytes, static_cast<double>(len)));
     return false;
   }
   // The first snapshot of each episode begins it in state sync (READY, per-episode hash/END state).
   if (frame == episodeStart_ && (!stateSync_.episodeBegun() || stateSync_.episode() != episode_))
     stateSync_.beginEpisode(episode_, h, lastNowMs_);
-  if (frame > episodeStart_) stateSync_.onLocalHash(frame - episodeStart_, h);
-  if (cfg_.syncTestDistance > 0) {
-    TestHash& t = testHashes_[frame & ringMask_];
-    if (!t.valid || t.frame != frame) {
-      t = TestHash{frame, h, true};
-    } else if (t.hash != h && !nondeterminismReported_) {
-      nondeterminismReported_ = true;
-      json ev{{"type", "nondeterminism"}, {"frame", frame}, {"firstHash", hexDigest(t.hash)}, {"replayHash", hexDigest(h)},
-              {"episodeFrame", frame - episodeStart_},
-              {"checkDistance", cfg_.syncTestDistance}, {"detectedAtFrame", cur_}};
-      nondeterminism_.push_back(ev);
-      events_.push(ev);
-    }
-  }
+  if (frame > episodeStart_) stateSync_.onLocalHash(wireFrame(frame - episodeStart_), h);
+  syncTest_.onSnapshot(frame, h, episodeStart_, cur_, events_);
   return true;
 }
 
 // ------------------------------------------------------------------------------------- connection
 
 void SyncEngine::onChannelOpen(int peer, double nowMs) {
+  Call call(*this);
   if (peer >= 0 && peer < cfg_.numPlayers && peer != local_) health_.onChannelOpen(peer, nowMs);
 }
 void SyncEngine::onChannelClosed(int peer, double nowMs) {
+  Call call(*this);
   if (peer >= 0 && peer < cfg_.numPlayers && peer != local_) health_.onChannelClosed(peer, nowMs, cur_, &events_);
 }
 void SyncEngine::onConnectionFailed(int peer, double nowMs) {
+  Call call(*this);
   if (peer >= 0 && peer < cfg_.numPlayers && peer != local_) health_.onConnectionFailed(peer, nowMs, cur_, &events_);
 }
 bool SyncEngine::setConnectionType(const std::string& type) { return metrics_.setConnectionType(type); }
 
 // ------------------------------------------------------------------------------------- episodes
 
-void SyncEngine::endEpisode(uint32_t frame, double nowMs) {
-  (void)nowMs;
-  if (frame < episodeStart_ || frame >= cur_) return;
-  if (localEndFrame_ < 0 || frame < localEndFrame_) localEndFrame_ = frame;
-}
-
 std::string SyncEngine::resetEpisode(int inputDelay) {
-  if (inputDelay >= 0) {
-    if (inputDelay > 30 || inputDelay + 16 > cfg_.bufferFrames / 2) return "inputDelay out of range";
-  }
-  const bool first = !started_;
-  if (!first) {
+  Call call(*this);
+  if (inputDelay >= 0 && (inputDelay > 30 || inputDelay + 16 > cfg_.bufferFrames / 2)) return "inputDelay out of range";
+  if (started_) {
     if (!endEventEmitted_) return "the episode end is not synced yet (wait for the episodeEnd event)";
-    const uint32_t next = episodeStart_ + stateSync_.syncedEndFrame() + 1 + kEpisodeGap;
+    const Frame next = episodeStart_ + stateSync_.syncedEndFrame() + 1 + kEpisodeGap;
     // A peer's END earlier than frames this engine has already confirmed (a lying or desynced
     // peer: the synced end is the minimum of every END) would start the next episode inside
     // them: frame numbers reused, stale inputs taken for new ones, the confirmed frame going
     // back. Refuse: such a session cannot continue consistently.
-    if (static_cast<int64_t>(next) <= confirmed_)
+    if (next <= confirmed_)
       return "the synced episode end is before frames already confirmed (a peer sent an inconsistent EPISODE_END)";
     episodeStart_ = next;
     ++episode_;
@@ -723,46 +1019,46 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   started_ = true;
   if (inputDelay >= 0) cfg_.inputDelay = inputDelay;
   cur_ = episodeStart_;
-  confirmed_ = static_cast<int64_t>(episodeStart_) - 1;
-  countedUpTo_ = confirmed_;
-  pendingRollback_ = -1;
+  confirmed_ = simulated_ = countedUpTo_ = episodeStart_ - 1;
+  nextReport_ = planLast_ = kNoFrame;
+  pendingRollback_ = lastMissingTarget_ = kNoFrame;
   firstMiss_ = Misprediction{};
-  localEndFrame_ = -1;
-  localEndSent_ = false;
-  endEventEmitted_ = false;
-  relaySentUpTo_ = -1;
-  for (auto& h : lastHeader_) h = -1;
+  terminal_ = kNoFrame;
+  terminalTruncated_ = endSent_ = endEventEmitted_ = endMismatchReported_ = endTimedOut_ = false;
+  rowsUpTo_ = episodeStart_ - 1;
+  relaySentUpTo_ = kNoFrame;
+  std::fill(lastHeader_.begin(), lastHeader_.end(), kNoFrame);
   for (InputBuffer& b : inputs_) b.reset(episodeStart_);
-  for (FrameRecord& r : records_) r.valid = false;
+  for (FrameRecord& r : records_) r.frame = kNoFrame;
   snapshots_.clear();
   timeSync_.reset();
-  for (TestHash& t : testHashes_) t.valid = false;
-  nondeterminismReported_ = false;
+  syncTest_.reset();
   // The local inputs of the first inputDelay frames are the default action.
   double lag;
   for (int i = 0; i < cfg_.inputDelay; ++i)
-    inputs_[static_cast<size_t>(local_)].insert(episodeStart_ + static_cast<uint32_t>(i), cfg_.defaultAction, Path::P2P, 0,
-                                                 episodeStart_, lag);
+    inputs(local_).insert(episodeStart_ + i, cfg_.defaultAction, Path::P2P, 0, episodeStart_, lag);
+  writer_.clear();
+  finishPlan(Status::Run);
   return "";
 }
 
 // ------------------------------------------------------------------------------------- reading
 
-int64_t SyncEngine::verifiedFrame() const {
+Frame SyncEngine::verifiedFrame() const {
   // Until state sync begins the new episode (its first snapshot) it still holds the previous
   // episode's verified frame, which is not a frame of this one.
-  if (stateSync_.episode() != episode_) return -1;
-  uint32_t v = stateSync_.verifiedFrame();
-  return v == 0 ? -1 : static_cast<int64_t>(episodeStart_ + v);
+  if (stateSync_.episode() != episode_) return kNoFrame;
+  const uint32_t v = stateSync_.verifiedFrame();
+  return v == 0 ? kNoFrame : episodeStart_ + v;
 }
 
-size_t SyncEngine::actionLog(uint32_t from, uint32_t to, std::vector<uint8_t>& out, bool confirmedOnly) const {
+size_t SyncEngine::actionLog(Frame from, Frame to, std::vector<uint8_t>& out, bool confirmedOnly) const {
   out.clear();
   size_t n = 0;
-  for (uint64_t f = from; f <= to; ++f) {
-    if (confirmedOnly && static_cast<int64_t>(f) > confirmed_) break;
-    const FrameRecord& r = record(static_cast<uint32_t>(f));
-    if (!r.valid || r.frame != f) break;
+  for (Frame f = from; f <= to; ++f) {
+    if (confirmedOnly && f > confirmed_) break;
+    const FrameRecord& r = record(f);
+    if (r.frame != f) break;
     out.insert(out.end(), r.actions.begin(), r.actions.begin() + numActors_);
     ++n;
   }
@@ -777,14 +1073,17 @@ nlohmann::json SyncEngine::exportSessionMetrics() const {
   json m = metrics_.toJson();
   json h = health_.toJson();
   json s = stateSync_.toJson();
-  s["nondeterminism"] = nondeterminism_;
+  s["nondeterminism"] = syncTest_.reports();
   json j;
   j["schemaVersion"] = 1;
   j["engine"] = json{{"version", kVersion}, {"numPlayers", cfg_.numPlayers}, {"localPlayerIndex", local_},
                      {"numBots", cfg_.numBots}, {"config", cfg_.toJson()}};
   j["session"] = json{{"episode", episode_}, {"frame", cur_}, {"episodeStart", episodeStart_},
                       {"confirmedFrame", confirmed_}, {"verifiedFrame", verifiedFrame()},
-                      {"snapshotMisses", snapshotMisses_}, {"memoryBytes", memoryBytes()}};
+                      {"terminalFrame", terminal_ == kNoFrame ? json(nullptr) : json(terminal_)},
+                      {"snapshotMisses", snapshotMisses_}, {"badStepReports", badReports_},
+                      {"unreportedSteps", unreportedSteps_}, {"rowsLost", rowsLost_}, {"focused", localFocused_},
+                      {"memoryBytes", memoryBytes()}};
   j["p2pMetrics"] = p2pMetrics();
   j["inputs"] = m["inputs"];
   j["rollbacks"] = m["rollbacks"];
@@ -798,14 +1097,15 @@ nlohmann::json SyncEngine::exportSessionMetrics() const {
 }
 
 std::string SyncEngine::episodeSummary(const std::string& rewardsJson) const {
-  uint32_t endFrame = stateSync_.episodeEndSynced() ? stateSync_.syncedEndFrame() : cur_ - episodeStart_;
+  const uint32_t endFrame = stateSync_.episodeEndSynced() ? stateSync_.syncedEndFrame() : wireFrame(cur_ - episodeStart_);
   return metrics_.episodeSummary(endFrame, rewardsJson, static_cast<uint32_t>(cfg_.bufferFrames),
                                  static_cast<uint32_t>(stateSync_.hashesSentCount()), health_.fallbackTriggered(), health_.fallbackFrame());
 }
 
 size_t SyncEngine::memoryBytes() const {
   return sizeof(*this) + inputs_.size() * static_cast<size_t>(cfg_.bufferFrames) * sizeof(InputBuffer::Slot) +
-         records_.size() * sizeof(FrameRecord) + snapshots_.capacityBytes() + plan_.size() + rx_.size() + 80 * 1024;
+         records_.size() * sizeof(FrameRecord) + snapshots_.capacityBytes() + plan_.size() + rx_.size() +
+         out_.capacity() + reply_.capacity() + static_cast<size_t>(cfg_.maxEvents) * kEventBytesPerEvent + rows_.capacity();
 }
 
 }  // namespace p2psync

@@ -1,7 +1,14 @@
-// The sync engine: input delay, prediction, rollback/replay plans, snapshots, confirmed frames,
-// stall, time sync and sync-test mode, plus the health checker, metrics and state-hash sync it
-// owns. One `advance` call per frame returns a plan; the engine never steps the env, never reads
-// a clock (time comes in as nowMs) and never throws.
+// The sync engine: input delay, prediction, rollback/replay, snapshots, confirmed frames, the
+// episode end, stall, time sync and sync-test mode, plus the health checker, metrics and
+// state-hash sync it owns. It never steps the env, never reads a clock (time comes in as nowMs)
+// and never throws.
+//
+// Per frame the driver makes one advance() call and gets an ordered plan (plan.hpp): Load, Save,
+// Advance requests to execute in order. It reports every Advance it executes with stepped(),
+// saying whether that step ended the episode; the engine answers whether to go on. The engine
+// keeps the earliest terminal frame on the current timeline, forgets it when a rollback reaches
+// it (the replay reports it again), sends EPISODE_END once it is confirmed and never plans a
+// frame past it.
 //
 // Frames are numbered across the whole session: an episode starts where the previous one's
 // inputs can no longer reach (see resetEpisode), so a stale packet of an old episode can never be
@@ -15,44 +22,22 @@
 
 #include "config.hpp"
 #include "events.hpp"
+#include "frame.hpp"
 #include "health.hpp"
 #include "input_buffer.hpp"
 #include "metrics.hpp"
 #include "outbox.hpp"
+#include "plan.hpp"
 #include "protocol.hpp"
 #include "relay.hpp"
+#include "research_data.hpp"
 #include "result.hpp"
 #include "snapshot_store.hpp"
 #include "state_sync.hpp"
+#include "sync_test.hpp"
 #include "time_sync.hpp"
 
 namespace p2psync {
-
-enum class Status : int32_t { Run = 0, Stall = 1, Wait = 2, Ended = 3 };
-
-// Layout of the plan header (int32 words), read by JS through an Int32Array view.
-enum PlanWord : int {
-  kStatus = 0,
-  kFrame,            // frame to execute now (when RUN)
-  kEpisodeFrame,     // kFrame - episode start
-  kSaveSnapshot,     // 1: save the pre-step state of kFrame before stepping
-  kPredictedMask,    // bit p: player p's action for kFrame is predicted
-  kRollback,         // 1: load snapshot kLoadFrame and replay kReplayCount frames first
-  kRollbackTarget,   // earliest mispredicted frame T
-  kLoadFrame,        // snapshot frame S <= T
-  kReplayCount,      // frames S .. S+count-1
-  kConfirmedFrame,   // newest frame whose inputs are known and simulated for all players (-1: none)
-  kVerifiedFrame,    // newest hash frame verified against every peer (-1: none)
-  kOutBytes,         // bytes used in the outbox
-  kOutCount,         // records in the outbox
-  kReplyBytes,       // bytes used in the reply box (written by receive)
-  kReplyCount,
-  kEpisode,
-  kNumActors,
-  kEventCount,       // event records in the outbox
-  kEpisodeStart,     // first frame of the current episode
-  kPlanWords = 32
-};
 
 class SyncEngine {
  public:
@@ -63,20 +48,31 @@ class SyncEngine {
   const EngineConfig& config() const { return cfg_; }
 
   // ---- per frame
-  // Bot actions are read from botInput() (numBots bytes), written by the caller beforehand.
+  // Plans this tick. Bot actions are read from botInput() (numBots bytes), written beforehand.
   Status advance(double nowMs, uint8_t localAction, double bufferedAmount);
+  // The driver executed the Advance request of `frame` (in plan order). flags: kStepTerminated /
+  // kStepTruncated when that step ended the episode, kStepRewards when stepRewards() holds its
+  // rewards. Returns true to go on with the plan, false when the plan ends here (the rest of it
+  // is void). A report out of order is refused (false, counted).
+  bool stepped(Frame frame, uint8_t flags);
+  // Saves the pre-step state of `frame` (a Save request). Returns false if refused.
+  bool saveSnapshot(Frame frame, const uint8_t* data, size_t len);
 
   // ---- receiving (never steps anything)
   RxResult receive(const uint8_t* data, size_t len, int fromPeer, Path via, double nowMs);
-  RxResult receiveRelayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer);
+  RxResult receiveRelayInput(int playerIndex, Frame frame, int action, double nowMs, int fromPeer);
   // event: RelayEvent::PlayerAction or RelayEvent::StateSync, payload = JSON text
   RxResult receiveRelayJson(RelayEvent event, const char* text, size_t len, int fromPeer, double nowMs);
 
   // ---- snapshots
-  bool saveSnapshot(uint32_t frame, const uint8_t* data, size_t len);
-  const SnapshotStore::Entry* snapshot(uint32_t frame) const { return snapshots_.find(frame); }
+  const SnapshotStore::Entry* snapshot(Frame frame) const { return snapshots_.find(frame); }
   const uint8_t* snapshotBytes(const SnapshotStore::Entry& e) const { return snapshots_.bytes(e); }
   uint64_t hashState(const uint8_t* data, size_t len) const;
+
+  // ---- the local page's focus (visibilitychange): stamped on the local inputs chosen from now on
+  // (they carry it to every peer), and announced with FOCUS_STATE on both paths (replies()).
+  void setFocus(bool focused, double nowMs);
+  bool focused() const { return localFocused_; }
 
   // ---- connection events from the page
   void onChannelOpen(int peer, double nowMs);
@@ -85,33 +81,37 @@ class SyncEngine {
   bool setConnectionType(const std::string& type);
 
   // ---- episodes
-  // The local env terminated after stepping `frame`.
-  void endEpisode(uint32_t frame, double nowMs);
   // Starts the next episode. Returns "" or an error (e.g. the episode end is not synced yet).
   std::string resetEpisode(int inputDelay /* -1 = keep */);
 
-  // ---- reading
+  // ---- the plan arena (plan.hpp) and the other arenas JS reads
+  uint8_t* planData() { return plan_.data(); }
+  const uint8_t* planData() const { return plan_.data(); }
   const int32_t* planHeader() const { return reinterpret_cast<const int32_t*>(plan_.data()); }
-  uint8_t* planBase() { return plan_.data(); }
-  size_t curActionsOffset() const { return kPlanWords * 4; }
-  size_t replayActionsOffset() const { return kPlanWords * 4 + 16; }
-  size_t resnapOffset() const { return replayActionsOffset() + static_cast<size_t>(replayCap_) * static_cast<size_t>(numActors_); }
-  size_t botInputOffset() const { return resnapOffset() + static_cast<size_t>(replayCap_); }
-  uint8_t* botInput() { return plan_.data() + botInputOffset(); }
+  size_t requestCount() const { return static_cast<size_t>(planHeader()[plan::kRequestCount]); }
+  RequestView request(size_t i) const { return readRequest(plan_.data(), i); }
+  uint8_t* botInput() { return plan_.data() + plan::botOffset(cfg_); }
+  double* stepRewards() { return reinterpret_cast<double*>(plan_.data() + plan::resultOffset(cfg_)); }
   const Outbox& outbox() const { return out_; }
   const Outbox& replies() const { return reply_; }
+  const EventQueue& events() const { return events_; }
+  const RowQueue& rows() const { return rows_; }
+  // Marks every pending event / row as read (JS does the same by writing kEventRead / kRowRead).
+  void consumeEvents() { header()[plan::kEventRead] = static_cast<int32_t>(events_.size()); }
+  void consumeRows() { header()[plan::kRowRead] = static_cast<int32_t>(rows_.size()); }
   uint8_t* rxBuffer() { return rx_.data(); }
   size_t rxCapacity() const { return rx_.size(); }
 
-  uint32_t frame() const { return cur_; }
-  int64_t confirmedFrame() const { return confirmed_; }
-  int64_t verifiedFrame() const;
+  Frame frame() const { return cur_; }
+  Frame confirmedFrame() const { return confirmed_; }
+  Frame verifiedFrame() const;
+  Frame terminalFrame() const { return terminal_; }
   uint32_t episode() const { return episode_; }
-  uint32_t episodeStart() const { return episodeStart_; }
+  Frame episodeStart() const { return episodeStart_; }
   int numActors() const { return numActors_; }
   // Executed actions of frames [from, to] (numActors bytes each) into `out`; returns frames written.
   // Only frames still in the ring, and only confirmed ones when `confirmedOnly`.
-  size_t actionLog(uint32_t from, uint32_t to, std::vector<uint8_t>& out, bool confirmedOnly = true) const;
+  size_t actionLog(Frame from, Frame to, std::vector<uint8_t>& out, bool confirmedOnly = true) const;
 
   nlohmann::json p2pMetrics() const;
   nlohmann::json exportSessionMetrics() const;
@@ -119,46 +119,82 @@ class SyncEngine {
   size_t memoryBytes() const;  // bytes the engine holds (fixed after construction)
 
   // Invariant-check hooks for tests/fuzzing.
-  bool inputKnown(int player, uint32_t frame, uint8_t& action) const { return inputs_[static_cast<size_t>(player)].get(frame, action); }
+  bool inputKnown(int player, Frame frame, uint8_t& action) const { return inputs_[static_cast<size_t>(player)].get(frame, action); }
   const Metrics& metrics() const { return metrics_; }
   const Health& health() const { return health_; }
   const StateSync& stateSync() const { return stateSync_; }
 
  private:
+  class Call;
+  friend class Call;
   struct FrameRecord {
-    uint32_t frame = 0;
-    bool valid = false;
+    Frame frame = kNoFrame;
     uint16_t predictedMask = 0;
     std::array<uint8_t, kMaxActors> actions{};
+    // research data (research_data.hpp)
+    uint16_t firstPredictedMask = 0;  // when the frame was first planned
+    uint16_t rollbacks = 0;           // real rollbacks that re-simulated it
+    uint8_t stepFlags = 0;            // kRow* of its last simulation
+    double firstMs = 0;
+    std::array<double, kMaxActors> rewards{};
   };
   struct Misprediction {
-    int64_t frame = -1;
+    Frame frame = kNoFrame;
     int player = -1;
     int predicted = 0, actual = 0;
   };
 
-  FrameRecord& record(uint32_t f) { return records_[f & ringMask_]; }
-  const FrameRecord& record(uint32_t f) const { return records_[f & ringMask_]; }
-  uint32_t windowLo() const;
-  bool isSnapshotFrame(uint32_t f) const;
-  void fillActions(uint32_t f, FrameRecord& r, const uint8_t* bots);
-  void onRemoteInput(int player, uint32_t frame, uint8_t action, Path via, double nowMs, RxResult& agg);
+  int32_t* header() { return reinterpret_cast<int32_t*>(plan_.data()); }
+  FrameRecord& record(Frame f) { return records_[static_cast<size_t>(f) & ringMask_]; }
+  const FrameRecord& record(Frame f) const { return records_[static_cast<size_t>(f) & ringMask_]; }
+  InputBuffer& inputs(int player) { return inputs_[static_cast<size_t>(player)]; }
+  const InputBuffer& inputs(int player) const { return inputs_[static_cast<size_t>(player)]; }
+  Frame windowLo() const;
+  bool isSnapshotFrame(Frame f) const;
+  // The newest frame that may be simulated this episode: the terminal frame, the truncation
+  // limit and the peers' confirmed END frames (kMaxWireFrame: none known).
+  Frame lastPlannableFrame() const;
+  void fillActions(Frame f, FrameRecord& r, const uint8_t* bots);
+  void recomputeConfirmed();
+  bool p2pUsableAny() const;
+  bool p2pUsableAll() const;
+  void emitPacket(Outbox& box, Path path, int to, const Message& m);
+
+  // advance() phases, in order
+  void beginCall();
+  void beginAdvance(double nowMs);
+  void planRollback(double nowMs);
+  Status decideStatus(double nowMs);
+  void planFrames(double nowMs, uint8_t localAction);
+  void sendInputs(double nowMs, double bufferedAmount);
+  void requestGaps(double nowMs);
+  void sendPings(double nowMs);
+  void syncEpisodeEnd(double nowMs);
+  void syncState(double nowMs);
+  void emitEpisodeEnd(double nowMs);
+  void emitRows();
+  void finishPlan(Status status);
+  int framesToRun();
+
+  // stepped() helpers
+  void markTerminal(Frame f, bool truncated, double nowMs);
+  void voidPlanAfter(Frame f);
+
+  // receiving
+  void onRemoteInput(int player, Frame frame, uint8_t action, bool unfocused, Path via, double nowMs, RxResult& agg);
+  void onRemoteFocus(int peer, bool focused, Frame frame, double nowMs);
+  void sendFocus(Outbox& box, int to);
+  void updatePause(double nowMs);
   RxResult handleMessage(const Message& m, int fromPeer, Path via, double nowMs);
   void beginReceive();
   RxResult endReceive(RxResult r);
-  RxResult relayInput(int playerIndex, uint32_t frame, int action, double nowMs, int fromPeer);
-  void recomputeConfirmed();
-  void sendInputs(double nowMs, double bufferedAmount, bool newInput);
-  void requestGaps(double nowMs);
-  void emitPacket(Outbox& box, Path path, int to, const Message& m);
-  bool p2pUsableAny() const;
-  void flushEvents();
+  RxResult relayInput(int playerIndex, Frame frame, int action, double nowMs, int fromPeer, bool unfocused = false);
   void feedConfirmedActions();
 
   EngineConfig cfg_;
   int numActors_;
   int local_;
-  uint32_t ringMask_;
+  size_t ringMask_;
   int replayCap_;
 
   std::vector<InputBuffer> inputs_;  // per player
@@ -168,41 +204,60 @@ class SyncEngine {
   Health health_;
   Metrics metrics_;
   StateSync stateSync_;
+  SyncTest syncTest_;
   EventQueue events_;
+  RowQueue rows_;
   Outbox out_;
   Outbox reply_;
   std::vector<uint8_t> plan_;
+  PlanWriter writer_;
   std::vector<uint8_t> rx_;
   std::array<uint8_t, kMaxPacketBytes + 16> scratch_{};
   std::unique_ptr<Message> msg_;         // decode target (large: kept off the stack)
   std::unique_ptr<Message> scratchMsg_;  // INPUT_RESPONSE being built
 
-  uint32_t cur_ = 0;               // next frame to execute
+  Frame cur_ = 0;                    // next frame to plan
   uint32_t episode_ = 0;
-  uint32_t episodeStart_ = 0;
-  int64_t confirmed_ = -1;
-  int64_t pendingRollback_ = -1;   // earliest mispredicted frame not yet planned
-  int64_t lastMissingTarget_ = -1; // rollback target whose snapshot was missing (reported once)
+  Frame episodeStart_ = 0;
+  Frame confirmed_ = kNoFrame;       // newest frame whose inputs are known and simulated
+  Frame simulated_ = kNoFrame;       // newest frame stepped (reported) on the current timeline
+  Frame nextReport_ = kNoFrame;      // the frame of the next Advance request to be reported
+  Frame planLast_ = kNoFrame;        // the frame of the plan's last Advance request
+  Frame pendingRollback_ = kNoFrame; // earliest mispredicted frame not yet planned
+  Frame lastMissingTarget_ = kNoFrame;  // rollback target whose snapshot was missing (reported once)
   Misprediction firstMiss_;
-  int64_t localEndFrame_ = -1;     // local env terminated after this frame (not yet confirmed)
-  bool localEndSent_ = false;
+  Frame terminal_ = kNoFrame;        // earliest frame whose step ended the episode (current timeline)
+  bool terminalTruncated_ = false;
+  bool endSent_ = false;             // terminal_ confirmed and handed to state sync (frozen)
   bool endEventEmitted_ = false;
-  int64_t relaySentUpTo_ = -1;       // newest local input given to the relay
+  bool endMismatchReported_ = false;
+  double endSentMs_ = 0;             // when the local END went to state sync
+  bool endTimedOut_ = false;         // the episode ended by endTimeoutMs, not by every peer's END
+  Frame rowsUpTo_ = kNoFrame;        // newest frame whose research row was emitted
+  uint64_t rowsLost_ = 0;            // confirmed frames whose record left the ring before its row went out
+  // focus
+  bool localFocused_ = true;
+  bool returning_ = false;           // back in focus and still catching up with the others
+  Frame localFocusFrame_ = 0;        // the first local input frame of the current focus state
+  bool focusAnnounced_ = false;      // the local focus changed at least once this session
+  std::vector<int8_t> remoteFocused_;  // per peer: 1 focused, 0 not (last FOCUS_STATE)
+  uint32_t pausedMask_ = 0;          // focusPolicy pause: players whose page is hidden
+  double pausedSinceMs_ = 0;
+  Frame pausedAtFrame_ = 0;
+  Frame relaySentUpTo_ = kNoFrame;   // newest local input given to the relay
   bool started_ = false;
   bool stalled_ = false;
+  bool newInput_ = false;            // this advance inserted a new local input
   double lastNowMs_ = 0;
   std::vector<double> lastRequestMs_;
-  std::vector<uint32_t> budget_;   // packets accepted from each peer since the last advance
+  std::vector<uint32_t> budget_;     // packets accepted from each peer since the last advance
   std::vector<double> oneWay_;
-  std::vector<int64_t> lastHeader_;  // newest INPUT header frame per peer
-  // Sync-test: first-run hashes by frame.
-  struct TestHash { uint32_t frame = 0; uint64_t hash = 0; bool valid = false; };
-  std::vector<TestHash> testHashes_;
-  bool nondeterminismReported_ = false;
-  std::vector<nlohmann::json> nondeterminism_;
-  int64_t countedUpTo_ = -1;  // confirmed frames fed to state sync
+  std::vector<Frame> lastHeader_;    // newest INPUT header frame per peer
+  Frame countedUpTo_ = kNoFrame;     // confirmed frames fed to state sync
   std::vector<nlohmann::json> episodeSummaries_;
   uint64_t snapshotMisses_ = 0;
+  uint64_t badReports_ = 0;          // stepped() calls out of plan order
+  uint64_t unreportedSteps_ = 0;     // Advance requests never reported before the next advance()
 };
 
 }  // namespace p2psync

@@ -17,7 +17,7 @@ void TimeSync::reset() {
   lastNow_ = -1;  // the pause between episodes is not a frame interval (frameMs_ is kept)
 }
 
-void TimeSync::onHeader(int peer, uint32_t headerFrame, double nowMs) {
+void TimeSync::onHeader(int peer, Frame headerFrame, double nowMs) {
   Peer& p = peers_[static_cast<size_t>(peer)];
   if (!p.seen || headerFrame >= p.header) {
     p.seen = true;
@@ -26,7 +26,18 @@ void TimeSync::onHeader(int peer, uint32_t headerFrame, double nowMs) {
   }
 }
 
-bool TimeSync::update(double nowMs, uint32_t localTarget, const std::vector<double>& oneWayMs, int localPeer) {
+double TimeSync::framesBehind(Frame localTarget, const std::vector<double>& oneWayMs, int localPeer) const {
+  if (frameMs_ <= 0) return 0;
+  double most = 0;
+  for (size_t i = 0; i < peers_.size(); ++i) {
+    if (static_cast<int>(i) == localPeer || !peers_[i].seen) continue;
+    const double ow = i < oneWayMs.size() && std::isfinite(oneWayMs[i]) ? oneWayMs[i] : 0.0;
+    most = std::max(most, static_cast<double>(peers_[i].header) + ow / frameMs_ - static_cast<double>(localTarget));
+  }
+  return most;
+}
+
+bool TimeSync::update(double nowMs, Frame localTarget, const std::vector<double>& oneWayMs, int localPeer) {
   // Frame duration: a smoothed interval between advance calls (the page's frame clock).
   if (lastNow_ >= 0 && nowMs > lastNow_) {
     double dt = nowMs - lastNow_;
@@ -44,7 +55,7 @@ bool TimeSync::update(double nowMs, uint32_t localTarget, const std::vector<doub
   for (size_t i = 0; i < peers_.size(); ++i) {
     if (static_cast<int>(i) == localPeer || !peers_[i].seen) continue;
     double ow = i < oneWayMs.size() && std::isfinite(oneWayMs[i]) ? oneWayMs[i] : 0.0;
-    double remoteNow = peers_[i].header + (nowMs - peers_[i].atMs + ow) / frameMs_;
+    double remoteNow = static_cast<double>(peers_[i].header) + (nowMs - peers_[i].atMs + ow) / frameMs_;
     adv = std::max(adv, static_cast<double>(localTarget) - remoteNow);
     any = true;
   }

@@ -8,21 +8,28 @@
 #include <cstdint>
 #include <vector>
 
+#include "frame.hpp"
+
 namespace p2psync {
 
 class TimeSync {
  public:
   TimeSync(int numPlayers, int window, double threshold, int minSpacing);
   void reset();
-  void onHeader(int peer, uint32_t headerFrame, double nowMs);
+  void onHeader(int peer, Frame headerFrame, double nowMs);
   // Called once per advance. `localTarget` is this peer's newest target frame (frame + delay).
   // Returns true when this frame should be a WAIT.
-  bool update(double nowMs, uint32_t localTarget, const std::vector<double>& oneWayMs, int localPeer);
+  bool update(double nowMs, Frame localTarget, const std::vector<double>& oneWayMs, int localPeer);
+  // Frames this peer is behind the peer furthest ahead: each peer's newest INPUT header (its
+  // target frame) advanced by the one-way delay it took to arrive, minus `localTarget`; 0 when it
+  // is not behind (or before the frame duration is known). Not extrapolated further: a peer that
+  // stalled waiting for this one is not counted as running on.
+  double framesBehind(Frame localTarget, const std::vector<double>& oneWayMs, int localPeer) const;
   double averageAdvantage() const { return avg_; }
   double frameMs() const { return frameMs_; }
 
  private:
-  struct Peer { bool seen = false; uint32_t header = 0; double atMs = 0; };
+  struct Peer { bool seen = false; Frame header = 0; double atMs = 0; };
   std::vector<Peer> peers_;
   std::vector<double> samples_;
   size_t next_ = 0, filled_ = 0;
