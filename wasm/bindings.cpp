@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "plan.hpp"
 #include "protocol.hpp"
 #include "state_hash.hpp"
 #include "sync_engine.hpp"
@@ -90,7 +91,7 @@ void writeMsg(const Message& m, uint8_t* s) {
   }
 }
 
-// ---- free functions (codec, hash)
+// ---- free functions (codec, hash, layout)
 uintptr_t stagingPtr() { return reinterpret_cast<uintptr_t>(staging().bytes.data()); }
 uint32_t stagingCapacity() { return static_cast<uint32_t>(staging().bytes.size()); }
 // Grows the staging buffer to at least n bytes (may grow WASM memory); returns its address.
@@ -125,23 +126,19 @@ int decodeStaged(uint32_t len) {
   return static_cast<int>(e);
 }
 std::string lastError() { return g_lastError; }
-std::string decodeErrorNameOf(int e) { return decodeErrorName(static_cast<DecodeError>(e)); }
-std::string rxResultNameOf(int r) { return rxResultName(static_cast<RxResult>(r)); }
 
-// Hash of `len` staged bytes: 16 hex chars. floatDigits > 0: canonical mode ("" if not JSON).
-std::string hashStaged(uint32_t len, int floatDigits) {
-  Staging& s = staging();
-  if (len > s.bytes.size()) return "";
-  uint64_t h;
-  if (floatDigits > 0) {
-    if (!canonicalHash(reinterpret_cast<const char*>(s.bytes.data()), len, floatDigits, h)) return "";
-  } else {
-    h = hashBytes(s.bytes.data(), len);
-  }
-  char hex[17];
-  digestToHex(h, hex);
-  return std::string(hex, 16);
+// Every binary layout and name table JS needs (plan.hpp layoutJson), plus the staging message
+// layout of this file. Read once when the module loads.
+std::string layout() {
+  nlohmann::json j = nlohmann::json::parse(layoutJson());
+  j["message"] = nlohmann::json{{"headerBytes", kMsgHeader}, {"entryBytes", 8}, {"maxEntries", kMaxResponseInputs},
+                                {"type", 0}, {"flags", 1}, {"focused", 2}, {"playerIndex", 4}, {"count", 6},
+                                {"frame", 8}, {"episode", 12}, {"start", 16}, {"end", 20}, {"timestamp", 24},
+                                {"digestHi", 32}, {"digestLo", 36}};
+  return j.dump();
 }
+
+bool validFrame(double f) { return f >= 0 && f <= 4294967295.0; }
 
 // ---- the engine handle
 class Engine {
@@ -153,32 +150,38 @@ class Engine {
     e_ = SyncEngine::create(configJson.data(), configJson.size(), err);
     return err;
   }
-  bool ok() const { return e_ != nullptr; }
 
   int advance(double nowMs, int localAction, double bufferedAmount) {
     return static_cast<int>(e_->advance(nowMs, static_cast<uint8_t>(localAction), bufferedAmount));
   }
+  // The step of `frame` was executed. snapLen > 0: the staging bytes hold the pre-step state of
+  // `frame` (a Save request of the plan), saved first. Returns 1 to go on with the plan, else 0.
+  int stepped(double frame, int flags, uint32_t snapLen) {
+    if (!validFrame(frame)) return 0;
+    if (snapLen > 0 && snapLen <= staging().bytes.size()) e_->saveSnapshot(static_cast<Frame>(frame), staging().bytes.data(), snapLen);
+    return e_->stepped(static_cast<Frame>(frame), static_cast<uint8_t>(flags)) ? 1 : 0;
+  }
   int receive(uint32_t len, int fromPeer, int via, double nowMs) {
-    if (len > e_->rxCapacity()) return static_cast<int>(e_->receive(nullptr, len, fromPeer, via ? Path::Relay : Path::P2P, nowMs));
-    return static_cast<int>(e_->receive(e_->rxBuffer(), len, fromPeer, via ? Path::Relay : Path::P2P, nowMs));
+    const Path path = via ? Path::Relay : Path::P2P;
+    return static_cast<int>(e_->receive(len > e_->rxCapacity() ? nullptr : e_->rxBuffer(), len, fromPeer, path, nowMs));
   }
   int receiveRelayInput(int player, double frame, int action, double nowMs, int fromPeer) {
-    if (!(frame >= 0 && frame <= 4294967295.0)) return static_cast<int>(RxResult::BadValue);
-    return static_cast<int>(e_->receiveRelayInput(player, static_cast<uint32_t>(frame), action, nowMs, fromPeer));
+    if (!validFrame(frame)) return static_cast<int>(RxResult::BadValue);
+    return static_cast<int>(e_->receiveRelayInput(player, static_cast<Frame>(frame), action, nowMs, fromPeer));
   }
   int receiveRelayJson(int event, const std::string& text, int fromPeer, double nowMs) {
     return static_cast<int>(e_->receiveRelayJson(static_cast<RelayEvent>(event), text.data(), text.size(), fromPeer, nowMs));
   }
   // The snapshot bytes are in the staging buffer (stagingPtr()).
   bool saveSnapshot(double frame, uint32_t len) {
-    if (!(frame >= 0 && frame <= 4294967295.0) || len > staging().bytes.size()) return false;
-    return e_->saveSnapshot(static_cast<uint32_t>(frame), staging().bytes.data(), len);
+    if (!validFrame(frame) || len > staging().bytes.size()) return false;
+    return e_->saveSnapshot(static_cast<Frame>(frame), staging().bytes.data(), len);
   }
   // Address of the snapshot of `frame` (0 if none); its length goes to snapshotLength().
   uintptr_t snapshotPtr(double frame) {
     snapLen_ = 0;
-    if (!(frame >= 0 && frame <= 4294967295.0)) return 0;
-    const SnapshotStore::Entry* en = e_->snapshot(static_cast<uint32_t>(frame));
+    if (!validFrame(frame)) return 0;
+    const SnapshotStore::Entry* en = e_->snapshot(static_cast<Frame>(frame));
     if (!en) return 0;
     snapLen_ = en->length;
     return reinterpret_cast<uintptr_t>(e_->snapshotBytes(*en));
@@ -191,19 +194,17 @@ class Engine {
     return std::string(hex, 16);
   }
 
+  void setFocus(bool focused, double nowMs) { e_->setFocus(focused, nowMs); }
   void onChannelOpen(int peer, double nowMs) { e_->onChannelOpen(peer, nowMs); }
   void onChannelClosed(int peer, double nowMs) { e_->onChannelClosed(peer, nowMs); }
   void onConnectionFailed(int peer, double nowMs) { e_->onConnectionFailed(peer, nowMs); }
   bool setConnectionType(const std::string& t) { return e_->setConnectionType(t); }
-  void endEpisode(double frame, double nowMs) {
-    if (frame >= 0 && frame <= 4294967295.0) e_->endEpisode(static_cast<uint32_t>(frame), nowMs);
-  }
   std::string resetEpisode(int inputDelay) { return e_->resetEpisode(inputDelay); }
 
   // Writes the executed actions of frames [from, to] into staging; returns the frame count.
   uint32_t actionLog(double from, double to, bool confirmedOnly) {
-    if (!(from >= 0 && to >= from && to <= 4294967295.0)) return 0;
-    size_t n = e_->actionLog(static_cast<uint32_t>(from), static_cast<uint32_t>(to), log_, confirmedOnly);
+    if (!(validFrame(from) && validFrame(to) && to >= from)) return 0;
+    size_t n = e_->actionLog(static_cast<Frame>(from), static_cast<Frame>(to), log_, confirmedOnly);
     Staging& s = staging();
     if (s.bytes.size() < log_.size()) s.bytes.resize(log_.size());
     std::memcpy(s.bytes.data(), log_.data(), log_.size());
@@ -215,18 +216,23 @@ class Engine {
   std::string episodeSummary(const std::string& rewardsJson) const { return e_->episodeSummary(rewardsJson); }
   double memoryBytes() const { return static_cast<double>(e_->memoryBytes()); }
 
-  // Memory regions (stable for the engine's lifetime).
-  uintptr_t planPtr() { return reinterpret_cast<uintptr_t>(e_->planBase()); }
-  uint32_t curActionsOffset() const { return static_cast<uint32_t>(e_->curActionsOffset()); }
-  uint32_t replayActionsOffset() const { return static_cast<uint32_t>(e_->replayActionsOffset()); }
-  uint32_t resnapOffset() const { return static_cast<uint32_t>(e_->resnapOffset()); }
-  uint32_t botInputOffset() const { return static_cast<uint32_t>(e_->botInputOffset()); }
+  // Memory regions (stable for the engine's lifetime; their layouts are in layout()).
+  uintptr_t planPtr() { return reinterpret_cast<uintptr_t>(e_->planData()); }
+  uint32_t requestCapacity() const { return static_cast<uint32_t>(plan::requestCapacity(e_->config())); }
+  uint32_t resultOffset() const { return static_cast<uint32_t>(plan::resultOffset(e_->config())); }
+  uint32_t botOffset() const { return static_cast<uint32_t>(plan::botOffset(e_->config())); }
   uintptr_t outPtr() const { return reinterpret_cast<uintptr_t>(e_->outbox().data()); }
+  uint32_t outCapacity() const { return static_cast<uint32_t>(e_->outbox().capacity()); }
   uintptr_t replyPtr() const { return reinterpret_cast<uintptr_t>(e_->replies().data()); }
+  uint32_t replyCapacity() const { return static_cast<uint32_t>(e_->replies().capacity()); }
+  uintptr_t rowsPtr() const { return reinterpret_cast<uintptr_t>(e_->rows().data()); }
+  uint32_t rowsCapacity() const { return static_cast<uint32_t>(e_->rows().capacity()); }
+  uintptr_t eventsPtr() const { return reinterpret_cast<uintptr_t>(e_->events().data()); }
+  uint32_t eventsCapacity() const { return static_cast<uint32_t>(e_->events().capacity()); }
   uintptr_t rxPtr() { return reinterpret_cast<uintptr_t>(e_->rxBuffer()); }
   uint32_t rxCapacity() const { return static_cast<uint32_t>(e_->rxCapacity()); }
   int numActors() const { return e_->numActors(); }
-  double frame() const { return e_->frame(); }
+  double frame() const { return static_cast<double>(e_->frame()); }
   // Address of this handle, for the plain exports below.
   uintptr_t handle() const { return reinterpret_cast<uintptr_t>(this); }
 
@@ -240,12 +246,15 @@ class Engine {
 
 // ---- hot path as plain WASM exports (Module._p2psync_*), called by web/p2psync.js. Embind's
 // generic invoker (no DYNAMIC_EXECUTION) costs ~0.2 us and allocates on every call; these are
-// direct calls. `h` is Engine::handle() (0: does nothing, returns -1); otherwise the same
-// semantics as the Embind methods of the same name.
+// direct calls. `h` is Engine::handle() (0: does nothing, returns -1).
 extern "C" {
 EMSCRIPTEN_KEEPALIVE int p2psync_advance(uintptr_t h, double nowMs, int localAction, double bufferedAmount) {
   if (!h) return -1;
   return reinterpret_cast<Engine*>(h)->advance(nowMs, localAction, bufferedAmount);
+}
+EMSCRIPTEN_KEEPALIVE int p2psync_stepped(uintptr_t h, double frame, int flags, uint32_t snapLen) {
+  if (!h) return -1;
+  return reinterpret_cast<Engine*>(h)->stepped(frame, flags, snapLen);
 }
 EMSCRIPTEN_KEEPALIVE int p2psync_receive(uintptr_t h, uint32_t len, int fromPeer, int via, double nowMs) {
   if (!h) return -1;
@@ -255,7 +264,7 @@ EMSCRIPTEN_KEEPALIVE int p2psync_save_snapshot(uintptr_t h, double frame, uint32
   if (!h) return -1;
   return reinterpret_cast<Engine*>(h)->saveSnapshot(frame, len) ? 1 : 0;
 }
-// Hash of `len` staged bytes into the message area's digest words (offsets 32/36: hi, lo).
+// Hash of `len` staged bytes into the message area's digest words (layout().message.digestHi/Lo).
 // floatDigits > 0: canonical mode. Returns 0 when the text is not JSON (canonical mode).
 EMSCRIPTEN_KEEPALIVE int p2psync_hash_staged(uint32_t len, int floatDigits) {
   Staging& s = staging();
@@ -276,6 +285,7 @@ EMSCRIPTEN_KEEPALIVE double p2psync_heap_used() { return static_cast<double>(mal
 }
 
 EMSCRIPTEN_BINDINGS(p2psync) {
+  function("layout", &layout);
   function("stagingPtr", &stagingPtr);
   function("stagingCapacity", &stagingCapacity);
   function("stagingReserve", &stagingReserve);
@@ -283,27 +293,20 @@ EMSCRIPTEN_BINDINGS(p2psync) {
   function("encodeStaged", &encodeStaged);
   function("decodeStaged", &decodeStaged);
   function("lastError", &lastError);
-  function("decodeErrorName", &decodeErrorNameOf);
-  function("rxResultName", &rxResultNameOf);
-  function("hashStaged", &hashStaged);
 
   class_<Engine>("Engine")
       .constructor<>()
       .function("init", &Engine::init)
-      .function("ok", &Engine::ok)
-      .function("advance", &Engine::advance)
-      .function("receive", &Engine::receive)
       .function("receiveRelayInput", &Engine::receiveRelayInput)
       .function("receiveRelayJson", &Engine::receiveRelayJson)
-      .function("saveSnapshot", &Engine::saveSnapshot)
       .function("snapshotPtr", &Engine::snapshotPtr)
       .function("snapshotLength", &Engine::snapshotLength)
       .function("hashState", &Engine::hashState)
+      .function("setFocus", &Engine::setFocus)
       .function("onChannelOpen", &Engine::onChannelOpen)
       .function("onChannelClosed", &Engine::onChannelClosed)
       .function("onConnectionFailed", &Engine::onConnectionFailed)
       .function("setConnectionType", &Engine::setConnectionType)
-      .function("endEpisode", &Engine::endEpisode)
       .function("resetEpisode", &Engine::resetEpisode)
       .function("actionLog", &Engine::actionLog)
       .function("p2pMetrics", &Engine::p2pMetrics)
@@ -311,12 +314,17 @@ EMSCRIPTEN_BINDINGS(p2psync) {
       .function("episodeSummary", &Engine::episodeSummary)
       .function("memoryBytes", &Engine::memoryBytes)
       .function("planPtr", &Engine::planPtr)
-      .function("curActionsOffset", &Engine::curActionsOffset)
-      .function("replayActionsOffset", &Engine::replayActionsOffset)
-      .function("resnapOffset", &Engine::resnapOffset)
-      .function("botInputOffset", &Engine::botInputOffset)
+      .function("requestCapacity", &Engine::requestCapacity)
+      .function("resultOffset", &Engine::resultOffset)
+      .function("botOffset", &Engine::botOffset)
       .function("outPtr", &Engine::outPtr)
+      .function("outCapacity", &Engine::outCapacity)
       .function("replyPtr", &Engine::replyPtr)
+      .function("replyCapacity", &Engine::replyCapacity)
+      .function("rowsPtr", &Engine::rowsPtr)
+      .function("rowsCapacity", &Engine::rowsCapacity)
+      .function("eventsPtr", &Engine::eventsPtr)
+      .function("eventsCapacity", &Engine::eventsCapacity)
       .function("rxPtr", &Engine::rxPtr)
       .function("rxCapacity", &Engine::rxCapacity)
       .function("numActors", &Engine::numActors)

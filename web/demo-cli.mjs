@@ -6,7 +6,9 @@
 //   node web/demo-cli.mjs [options]
 //     --players N            2..4 (2)
 //     --profile NAME         lan | wifi | mobile | bad | hostile (wifi)
-//     --frames N             frames every peer executes (900)
+//     --frames N             the most frames of one episode: it is truncated there (900)
+//     --episodes N           episodes to play (1); each starts after the previous end is synced
+//     --end-on-score K       the env ends an episode when a player's score reaches K (0: never)
 //     --fps N                (30)
 //     --seed S               number or string (1)
 //     --env js|pyodide       the JS grid game or the Python gridworld in Pyodide (js)
@@ -20,6 +22,9 @@
 //     --nondeterministic     the deliberately nondeterministic Python env (needs --env pyodide)
 //     --json                 print exactly one JSON object (the session result) on stdout
 //     --dump-traffic DIR     also write a bounded sample of received packets to DIR (fuzz corpus seeds)
+//     --data-out DIR         write each peer's research data: DIR/peer<i>.csv (the columns every peer
+//                            shares: diff them) and DIR/peer<i>.local.csv (its own experience:
+//                            predictions, rollbacks, wall clock)
 //     --serve                run the local server instead (node web/server.mjs; --host/--port pass through)
 //     --help
 // Exit status: 0 healthy session, 1 unhealthy, 2 bad arguments.
@@ -35,9 +40,10 @@ const MAX_BROADCAST_LINES = 12;
 const MAX_OTHER_LINES = 40;
 
 const USAGE = `usage: scripts/demo [--players N] [--profile lan|wifi|mobile|bad|hostile] [--frames N] [--fps N]
+                   [--episodes N] [--end-on-score K]
                    [--seed S] [--env js|pyodide] [--input-delay N] [--cut-p2p-at F] [--restore-p2p-at F]
                    [--stall-peer P:MS@F] [--corrupt-at F] [--corrupt-peer P] [--sync-test K]
-                   [--nondeterministic] [--json] [--dump-traffic DIR] | --serve [--host H] [--port P]
+                   [--nondeterministic] [--json] [--dump-traffic DIR] [--data-out DIR] | --serve [--host H] [--port P]
 exit status: 0 healthy, 1 unhealthy, 2 bad arguments`;
 
 class ArgError extends Error {}
@@ -59,11 +65,12 @@ function parse(argv) {
       allowPositionals: false,
       options: {
         players: { type: 'string' }, profile: { type: 'string' }, frames: { type: 'string' }, fps: { type: 'string' },
+        episodes: { type: 'string' }, 'end-on-score': { type: 'string' },
         seed: { type: 'string' }, env: { type: 'string' }, 'input-delay': { type: 'string' },
         'cut-p2p-at': { type: 'string' }, 'restore-p2p-at': { type: 'string' }, 'stall-peer': { type: 'string' },
         'corrupt-at': { type: 'string' }, 'corrupt-peer': { type: 'string' }, 'sync-test': { type: 'string' },
         nondeterministic: { type: 'boolean' }, json: { type: 'boolean' }, serve: { type: 'boolean' },
-        'dump-traffic': { type: 'string' },
+        'dump-traffic': { type: 'string' }, 'data-out': { type: 'string' },
         host: { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -79,6 +86,8 @@ function parse(argv) {
   if (!PROFILES[o.profile]) throw new ArgError(`--profile must be one of ${Object.keys(PROFILES).join(', ')} (got '${o.profile}')`);
   o.frames = intArg(values.frames, 'frames', 1, 1_000_000) ?? 900;
   o.fps = intArg(values.fps, 'fps', 1, 240) ?? 30;
+  o.episodes = intArg(values.episodes, 'episodes', 1, 1000) ?? 1;
+  o.endOnScore = intArg(values['end-on-score'], 'end-on-score', 0, 1_000_000) ?? 0;
   if (values.seed !== undefined) o.seed = /^\d+$/.test(values.seed) ? Number(values.seed) : values.seed;
   else o.seed = 1;
   o.env = values.env ?? 'js';
@@ -107,6 +116,10 @@ function parse(argv) {
   if (values['dump-traffic'] !== undefined) {
     if (!values['dump-traffic']) throw new ArgError('--dump-traffic needs a directory');
     o.dumpTraffic = values['dump-traffic'];
+  }
+  if (values['data-out'] !== undefined) {
+    if (!values['data-out']) throw new ArgError('--data-out needs a directory');
+    o.dataOut = values['data-out'];
   }
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o;
@@ -195,7 +208,8 @@ async function main() {
     if (progressShown) { process.stderr.write('\r\x1b[K'); progressShown = false; }
   }
 
-  process.stderr.write(`[demo] session: ${o.players} players, profile ${o.profile}, ${o.frames} frames @ ${o.fps} fps, seed ${o.seed}, env ${o.env}${o.nondeterministic ? ' (nondeterministic)' : ''} — every peer runs build/wasm/p2psync.wasm over the network simulator (virtual time)\n`);
+  const ends = o.endOnScore > 0 ? `ending at score ${o.endOnScore} or after ${o.frames} frames` : `of ${o.frames} frames`;
+  process.stderr.write(`[demo] session: ${o.players} players, profile ${o.profile}, ${o.episodes} episode(s) ${ends} @ ${o.fps} fps, seed ${o.seed}, env ${o.env}${o.nondeterministic ? ' (nondeterministic)' : ''} — every peer runs build/wasm/p2psync.wasm over the network simulator (virtual time)\n`);
   let r;
   try {
     const { runSession } = await import('./sim_session.js');
@@ -208,7 +222,8 @@ async function main() {
   if (tty) process.stderr.write('\r\x1b[K');
 
   if (json) {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
+    // wait for the write: a pipe may take a large object in several chunks
+    await new Promise((resolve) => process.stdout.write(`${JSON.stringify(r)}\n`, resolve));
     return r.healthy ? 0 : 1;
   }
 
@@ -225,16 +240,21 @@ async function main() {
   const desync = r.desyncs
     ? `${r.desyncs} (first at frame ${Math.min(...r.desyncEvents.map((d) => d.frame))})`
     : '0';
+  const same = (a) => a.every((x) => x === a[0]);
   const rows = [
-    ['frames', `${r.frames} per peer (executed ${r.framesRun.join('/')}, confirmed ${r.confirmedFrames.join('/')}); virtual ${fmt(r.virtualMs / 1000, 1)}s, wall ${fmt(r.wallMs / 1000, 1)}s`],
+    ['frames', `executed ${r.framesRun.join('/')} per peer (confirmed up to ${r.confirmedFrames.join('/')}); virtual ${fmt(r.virtualMs / 1000, 1)}s, wall ${fmt(r.wallMs / 1000, 1)}s`],
+    ...r.episodes.map((e) => [`episode ${e.index}`,
+      `${same(e.episodeEndFramesByPeer) ? `ended at episode frame ${e.episodeEndFramesByPeer[0]} on every peer` : `ENDED ON DIFFERENT FRAMES ${e.episodeEndFramesByPeer.join('/')}`}` +
+      `${e.truncated[0] ? ' (truncated)' : ''}; final state ${same(e.finalStateHashes) ? `all ${e.finalStateHashes[0]}` : e.finalStateHashes.join(' ')}`]),
     ['action logs', `${r.actionLogsIdentical ? 'identical' : 'DIFFERENT'} over ${r.comparedFrames} confirmed frames`],
-    ['final state', r.finalStateFrame == null ? 'no common snapshot' : `frame ${r.finalStateFrame}: ${[...new Set(r.finalStateHashes)].length === 1 ? `all ${r.finalStateHashes[0]}` : r.finalStateHashes.join(' ')}`],
+    ['research data', r.episodes.every((e) => same(e.dataDigestByPeer)) ? `equal on every peer (${r.episodes.map((e) => `${e.rowsByPeer[0]} rows`).join(', ')})` : 'DIFFERENT between peers'],
     ['desyncs', desync],
     ['rollbacks', `${r.rollbacks.count} (p99 depth ${r.rollbacks.p99Frames}, max ${r.rollbacks.maxFrames} frames)`],
     ['stalls', `${r.stalls} ticks (waits ${r.waits})`],
     ['P2P ratio', r.p2pRatio == null ? 'n/a' : `${fmt(100 * r.p2pRatio, 1)}% of received inputs came by P2P first`],
     ['fallback', fb],
   ];
+  if (r.dataFiles) rows.push(['data files', r.dataFiles.join(' ')]);
   if (r.nondeterminism.length) rows.push(['nondeterminism', r.nondeterminism.map((n) => `P${n.peer} frame ${n.frame} (detected at ${n.detectedAtFrame})`).join(', ')]);
   out(`Verdict (${r.players} players, ${r.profile}, seed ${r.seed}, env ${r.env}):`);
   out(table(rows));

@@ -31,12 +31,12 @@ export interface SyncConfig {
   inputDelay?: number;            // default 2 (0..30)
   predictionMethod?: 'previous_submitted_action' | 'default_action';
   defaultAction?: number;         // 0..255, default 0
-  snapshotInterval?: number;      // default 5 (1..60)
+  snapshotInterval?: number;      // default 5 (1..600)
   maxPredictionFrames?: number;   // default 30; 0 = only the buffer capacity limits it
   redundancy?: number;            // 1..15, default 10
   sendPolicy?: 'dual' | 'p2p-first';  // default 'p2p-first'
   congestionBytes?: number;       // default 16384
-  timeSync?: boolean | { enabled?: boolean; window?: number; threshold?: number };
+  timeSync?: boolean | { enabled?: boolean; window?: number; threshold?: number; minSpacing?: number };
   syncTest?: null | { checkDistance: number };
   bufferFrames?: number;          // input ring size per player (power of two, default 256)
   snapshotSlots?: number;         // snapshots kept (default 64)
@@ -47,13 +47,20 @@ export interface SyncConfig {
   pingIntervalMs?: number;        // default 500
   interruptMs?: number;           // default 750
   disconnectMs?: number;          // default 5000
-  fallbackRecovery?: null | { healthyForMs: number; latencyBelowMs: number };
+  fallbackRecovery?: null | boolean | { healthyForMs?: number; latencyBelowMs?: number };
   gameId?: string;                // carried in relay messages (game_id)
   playerIds?: (string | number)[];// relay player_id / sender_id per player index (default: index)
   maxEvents?: number;             // bounded event lists (default 256)
+  maxPacketsPerPeerPerFrame?: number; // receive budget per peer between two advances (default 64)
+  /** > 0: the engine truncates every episode after this many frames (default 0: never) */
+  maxEpisodeFrames?: number;
+  /** 'fallback' (default): state hashes go to the relay only while P2P is unusable; 'always' */
+  relayHashes?: 'fallback' | 'always';
 }
 
-/** ENDED: the local episode has ended (endEpisode); keep calling advance until the episodeEnd event. */
+/** RUN: new frames to step. STALL: waiting for inputs (prediction limit) or the peers' READY.
+ * WAIT: one frame of time sync. ENDED: the episode's last frame is simulated; keep calling
+ * advance (the end is being confirmed and agreed) until the episodeEnd event. */
 export type PlanStatus = 'RUN' | 'STALL' | 'WAIT' | 'ENDED';
 
 export interface OutgoingMessage {
@@ -67,50 +74,56 @@ export interface OutgoingMessage {
   data?: any;
 }
 
-/** Engine events. Frame numbers in hashBroadcast / verified / desync events and in the episode
- * summary are episode-relative (they travel in STATE_HASH / EPISODE_END); all others are
- * session-wide, like plan.frame. */
+/** Engine events. Frame numbers in hashBroadcast / verified / desync events and the episode
+ * summary are episode-relative (they travel in STATE_HASH / EPISODE_END); episodeEnd and
+ * terminal carry both (frame: session-wide, episodeFrame); all others are session-wide. */
 export interface EngineEvent {
   type: 'rollback' | 'stall' | 'stallEnd' | 'desync' | 'fallback' | 'recovery' | 'interrupted' | 'disconnected'
-      | 'reconnected' | 'nondeterminism' | 'episodeEnd' | 'hashBroadcast' | 'verified' | 'focus' | 'error';
+      | 'reconnected' | 'nondeterminism' | 'episodeEnd' | 'terminal' | 'hashBroadcast' | 'verified' | 'focus' | 'error';
   [k: string]: any;
 }
 
-export interface Rollback {
-  /** earliest mispredicted frame T */
-  targetFrame: number;
-  /** snapshot frame S <= T to load (engine.snapshot(S)) */
-  loadFrame: number;
-  /** frames to replay: S .. S+count-1 (= current frame - 1) */
-  count: number;
-  /** actions of frame S+i (view, numPlayers+numBots bytes) */
-  actions(i: number): Uint8Array;
-  /** whether to save a snapshot before stepping frame S+i */
-  resnapshot(i: number): boolean;
-}
+/** lib.REQUEST values: plan.kind(i). */
+export interface RequestKinds { readonly LOAD: number; readonly SAVE: number; readonly ADVANCE: number }
+/** lib.STEP flags for engine.stepped(). */
+export interface StepFlags { readonly TERMINATED: number; readonly TRUNCATED: number; readonly REWARDS: number }
 
+/**
+ * The plan of the last advance(): its header, and the ordered requests to execute (web/driver.js
+ * runPlan does it): Load S (restore snapshot S), Save F (hand the env's state to the engine as
+ * the pre-step state of F), Advance F (step the env with actionsOf(i), then report the step with
+ * engine.stepped; isReplay(i): a frame re-simulated after a rollback). The object is reused by
+ * the next advance(); request views are valid until the next engine call.
+ */
 export interface Plan {
   status: PlanStatus;
-  /** the frame to execute now (when RUN). Frames are numbered across the whole session: each
-   * episode starts at plan.episodeStart (see resetEpisode), so stale packets of an old episode
-   * can never be taken for inputs of the new one. */
+  /** the next frame the engine will plan (session-wide numbering: each episode starts at
+   * episodeStart, so stale packets of an old episode are never taken for the new one) */
   frame: number;
-  /** frame - episodeStart: the frame number within the episode */
-  episodeFrame: number;
-  episodeStart: number;
   episode: number;
-  /** actions of every actor for `frame` (view; players then bots) */
-  actions: Uint8Array;
-  /** bit i set: player i's action is predicted */
-  predictedMask: number;
-  /** save the pre-step state of `frame` (engine.saveSnapshot(frame, state)) before stepping */
-  saveSnapshot: boolean;
-  rollback: Rollback | null;
+  episodeStart: number;
   confirmedFrame: number;
   verifiedFrame: number;
+  /** the episode's last frame on the current timeline, -1 while unknown */
+  terminalFrame: number;
+  inputDelay: number;
+  /** a rollback in this plan: earliest mispredicted frame, the snapshot loaded, frames replayed */
+  rollback: { targetFrame: number; loadFrame: number; count: number } | null;
+  /** number of requests */
+  requests: number;
+  kind(i: number): number;
+  frameOf(i: number): number;
+  episodeFrameOf(i: number): number;
+  isReplay(i: number): boolean;
+  /** bit p set: player p's action for that frame is predicted */
+  predictedMaskOf(i: number): number;
+  /** actions of every actor (players then bots) for request i (a view) */
+  actionsOf(i: number): Uint8Array;
+  /** Advance requests in the plan (frames to step, replays included) */
+  readonly steps: number;
   /** outgoing messages, to be sent now */
   outgoing: OutgoingMessage[];
-  /** events since the previous advance */
+  /** events read since the previous advance (empty when engine.onEvent is set) */
   events: EngineEvent[];
 }
 
@@ -128,11 +141,27 @@ export declare class SyncEngine {
   constructor(config: SyncConfig);
   readonly numActors: number;
   readonly frame: number;
+  readonly REQUEST: RequestKinds;
+  readonly STEP: StepFlags;
+  /** The layout table of the module (plan, records, enums, names), declared once in C++. */
+  readonly layout: any;
   /** Messages produced while receiving (PONG, INPUT_RESPONSE, END/READY answers) are passed here
    * at once; when unset they are sent with the next plan's outgoing messages. */
   onOutgoing: ((msg: OutgoingMessage) => void) | null;
+  /** Every engine event as soon as it is read (after advance, stepped, receive, ...); when unset,
+   * plan.events holds advance()'s and takeEvents() the others. */
+  onEvent: ((ev: EngineEvent) => void) | null;
+  /** Plans this tick (one WASM call). */
   advance(nowMs: number, localAction: number, botActions?: ArrayLike<number> | null,
           bufferedAmount?: number): Plan;
+  /** Reports the Advance request of `frame` (in plan order): flags = STEP bits (TERMINATED /
+   * TRUNCATED when the step ended the episode, REWARDS when stepRewards holds its rewards);
+   * preState = the frame's pre-step state when the plan had a Save for it. Returns false when the
+   * plan ends here (the rest of it is void). */
+  stepped(frame: number, flags?: number, preState?: string | Uint8Array | null): boolean;
+  /** The rewards of the step about to be reported, one per actor. */
+  readonly stepRewards: Float64Array;
+  takeEvents(): EngineEvent[];
   receive(bytes: Uint8Array | ArrayBuffer, fromPeer: number, via: 'p2p' | 'relay', nowMs: number): ReceiveResult;
   receiveRelayInput(playerIndex: number, frame: number, action: number, nowMs: number, fromPeer?: number): ReceiveResult;
   receiveRelayStateSync(data: object | string, fromPeer: number, nowMs: number): ReceiveResult;
@@ -147,8 +176,8 @@ export declare class SyncEngine {
   onChannelClosed(peer: number, nowMs: number): void;
   onConnectionFailed(peer: number, nowMs: number): void;
   setConnectionType(type: 'direct' | 'relay' | 'unknown'): void;
-  endEpisode(localTerminalFrame: number, nowMs: number): void;
-  resetEpisode(options?: { inputDelay?: number; initialState?: string | Uint8Array }): void;
+  /** Starts the next episode; throws until the episodeEnd event (the end is synced). */
+  resetEpisode(options?: { inputDelay?: number }): void;
   /** Executed actions of frames [from, to], numActors bytes each; confirmed frames only unless
    * confirmedOnly is false; only frames still in the bufferFrames ring. */
   actionLog(fromFrame: number, toFrame: number, confirmedOnly?: boolean): Uint8Array;
@@ -167,8 +196,14 @@ export interface P2PSyncLib {
   hash(state: string | Uint8Array, options?: { floatDigits?: number }): string;
   SyncEngine: typeof SyncEngine;
   TYPES: Readonly<Record<Message['type'], number>>;
+  REQUEST: RequestKinds;
+  STEP: StepFlags;
+  /** Every binary layout and name table of the module. */
+  layout: any;
   /** WASM heap size in bytes (shared by the engines of this module). */
   heapBytes(): number;
+  /** Bytes malloc holds in the WASM heap. */
+  heapUsed(): number;
   version: string;
 }
 

@@ -5,30 +5,15 @@
 //   lib.hash(stateText) -> '16 hex chars'
 //   const engine = new lib.SyncEngine({localPlayerIndex: 0, numPlayers: 2});
 //   const plan = engine.advance(nowMs, localAction, botActions, bufferedAmount);
+//   runPlan(engine, plan, env)        (web/driver.js: executes the plan's ordered requests)
 //
-// Per frame the page makes one WASM call (advance); the plan is read through typed-array views
-// of WASM memory that are created once and re-taken only when the memory grows.
+// Per frame the page makes one advance() call and one stepped() call per frame it steps; the plan
+// is read through typed-array views of WASM memory that are created once and re-taken only when
+// the memory grows. Every binary layout, enum and name comes from the module's layout() table
+// (declared once in C++: wasm/src/plan.hpp, outbox.hpp, events.hpp), never from a copy here.
 
 const IS_NODE = typeof process !== 'undefined' && !!(process.versions && process.versions.node) &&
   typeof window === 'undefined';
-
-const TYPES = Object.freeze({
-  INPUT: 0x01, PING: 0x02, PONG: 0x03, KEEPALIVE: 0x04, EPISODE_END: 0x05, EPISODE_READY: 0x06,
-  STATE_HASH: 0x07, INPUT_REQUEST: 0x12, INPUT_RESPONSE: 0x13, FOCUS_STATE: 0x14,
-});
-const TYPE_NAMES = Object.fromEntries(Object.entries(TYPES).map(([k, v]) => [v, k]));
-const STATUS = ['RUN', 'STALL', 'WAIT', 'ENDED'];
-const RELAY_EVENTS = [null, 'pyodide_player_action', 'p2p_state_sync', 'p2psync_packet'];
-const RELAY_EVENT_IDS = { pyodide_player_action: 1, pyodide_other_player_action: 1, p2p_state_sync: 2 };
-
-// Plan header words (wasm/src/sync_engine.hpp, enum PlanWord).
-const W = {
-  STATUS: 0, FRAME: 1, EPISODE_FRAME: 2, SAVE_SNAPSHOT: 3, PREDICTED_MASK: 4, ROLLBACK: 5,
-  ROLLBACK_TARGET: 6, LOAD_FRAME: 7, REPLAY_COUNT: 8, CONFIRMED: 9, VERIFIED: 10, OUT_BYTES: 11,
-  OUT_COUNT: 12, REPLY_BYTES: 13, REPLY_COUNT: 14, EPISODE: 15, NUM_ACTORS: 16, EVENT_COUNT: 17,
-  EPISODE_START: 18, WORDS: 32,
-};
-const MSG_HEADER = 40;
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
@@ -83,43 +68,53 @@ export async function loadP2PSync(options = {}) {
 }
 
 function createLib(M) {
-  const rxNames = [];
-  for (let i = 0; ; i++) {
-    const n = M.rxResultName(i);
-    if (n === 'UNKNOWN') break;
-    rxNames.push(n);
-  }
-  const decodeNames = rxNames.slice(0, 12);
+  // ---------------------------------------------------------------- the layout table (C++)
+  const L = JSON.parse(M.layout());
+  const RX = L.rxResults;
+  const DECODE = L.decodeErrors;
+  const TYPES = Object.freeze({ ...L.messageTypes });
+  const TYPE_NAMES = Object.fromEntries(Object.entries(TYPES).map(([k, v]) => [v, k]));
+  const MSG = L.message;
+  const MSG_BYTES = MSG.headerBytes + MSG.entryBytes * MSG.maxEntries;
+  const PW = L.plan.words;
+  const RQ = L.plan.request;
+  const REQ_BYTES = L.plan.requestBytes;
+  const REQUEST = Object.freeze({
+    LOAD: L.requestKinds.indexOf('load'),
+    SAVE: L.requestKinds.indexOf('save'),
+    ADVANCE: L.requestKinds.indexOf('advance'),
+  });
+  const REPLAY = L.requestFlags.replay;
+  const STEP = Object.freeze({ TERMINATED: L.stepFlags.terminated, TRUNCATED: L.stepFlags.truncated, REWARDS: L.stepFlags.rewards });
+  const OB = L.outbox;
+  const OUT_PACKET = L.outKinds.indexOf('packet');
+  const PATH_P2P = L.paths.indexOf('p2p');
+  const EV = L.event;
+  const K = Object.fromEntries(L.fieldKinds.map((n, i) => [n, i]));
+  // Relay events as received: the server renames pyodide_player_action to pyodide_other_player_action.
+  const RELAY_EVENT_IDS = {
+    pyodide_player_action: L.relayEvents.indexOf('pyodide_player_action'),
+    pyodide_other_player_action: L.relayEvents.indexOf('pyodide_player_action'),
+    p2p_state_sync: L.relayEvents.indexOf('p2p_state_sync'),
+  };
 
-  // Plain WASM exports of the hot path (wasm/bindings.cpp), when the module has them. M is a
-  // dictionary-mode object, so each is looked up once, after its first call (Emscripten's lazy
-  // export wrapper replaces itself with the raw export on that call).
-  const hot = typeof M._p2psync_advance === 'function';
-  let rawAdvance = null, rawReceive = null, rawSave = null, rawHash = null;
-  function hotAdvance(h, nowMs, action, buffered) {
-    if (rawAdvance !== null) return rawAdvance(h, nowMs, action, buffered);
-    const r = M._p2psync_advance(h, nowMs, action, buffered);
-    rawAdvance = M._p2psync_advance;
-    return r;
+  // Plain WASM exports of the hot path (wasm/bindings.cpp). M is a dictionary-mode object, so
+  // each is looked up once, after its first call (Emscripten's lazy export wrapper replaces
+  // itself with the raw export on that call).
+  function rawExport(name) {
+    let raw = null;
+    return (...args) => {
+      if (raw !== null) return raw(...args);
+      const r = M[name](...args);
+      raw = M[name];
+      return r;
+    };
   }
-  function hotReceive(h, len, from, via, nowMs) {
-    if (rawReceive !== null) return rawReceive(h, len, from, via, nowMs);
-    const r = M._p2psync_receive(h, len, from, via, nowMs);
-    rawReceive = M._p2psync_receive;
-    return r;
-  }
-  function hotSave(h, frame, len) {
-    if (rawSave !== null) return rawSave(h, frame, len);
-    const r = M._p2psync_save_snapshot(h, frame, len);
-    rawSave = M._p2psync_save_snapshot;
-    return r;
-  }
-  function hotHash(len, floatDigits) {
-    if (rawHash !== null) return rawHash(len, floatDigits);
-    const r = M._p2psync_hash_staged(len, floatDigits);
-    rawHash = M._p2psync_hash_staged;
-    return r;
-  }
+  const hotAdvance = rawExport('_p2psync_advance');
+  const hotStepped = rawExport('_p2psync_stepped');
+  const hotReceive = rawExport('_p2psync_receive');
+  const hotSave = rawExport('_p2psync_save_snapshot');
+  const hotHash = rawExport('_p2psync_hash_staged');
 
   // Shared staging memory (codec, hashing, snapshots). Re-taken when memory grows or moves.
   const st = { buf: null, bytes: null, msg: null, msgView: null, cap: 0 };
@@ -133,8 +128,8 @@ function createLib(M) {
       st.cap = M.stagingCapacity();
       st.bytes = new Uint8Array(st.buf, M.stagingPtr(), st.cap);
       const mp = M.messagePtr();
-      st.msg = new Uint8Array(st.buf, mp, MSG_HEADER + 8 * 256);
-      st.msgView = new DataView(st.buf, mp, MSG_HEADER + 8 * 256);
+      st.msg = new Uint8Array(st.buf, mp, MSG_BYTES);
+      st.msgView = new DataView(st.buf, mp, MSG_BYTES);
     }
     return st;
   }
@@ -156,6 +151,10 @@ function createLib(M) {
   function stageState(state) {
     return typeof state === 'string' ? stageText(state) : stageBytes(state);
   }
+  const stagedDigest = () => {
+    const dv = staging().msgView;
+    return hex8(dv.getUint32(MSG.digestHi, true)) + hex8(dv.getUint32(MSG.digestLo, true));
+  };
 
   // ---------------------------------------------------------------- codec
   function uintField(msg, field, max) {
@@ -178,60 +177,61 @@ function createLib(M) {
       if (!Number.isInteger(e.action) || e.action < 0 || e.action > 255) {
         throw new TypeError(`encode: field "inputs[${i}].action" must be an integer in 0..255`);
       }
-      dv.setUint32(MSG_HEADER + 8 * i, e.frame, true);
-      dv.setUint32(MSG_HEADER + 8 * i + 4, e.action, true);
+      dv.setUint32(MSG.headerBytes + MSG.entryBytes * i, e.frame, true);
+      dv.setUint32(MSG.headerBytes + MSG.entryBytes * i + 4, e.action, true);
     });
     return inputs.length;
   }
+  const maxInputs = (type) => (type === 'INPUT' ? L.limits.maxInputsPerPacket : L.limits.maxResponseInputs);
 
   function encode(msg) {
     if (!msg || typeof msg !== 'object') throw new TypeError('encode: message must be an object');
     const t = TYPES[msg.type];
     if (t === undefined) throw new TypeError(`encode: field "type" is not a message type (${msg.type})`);
     const s = staging();
-    s.msg.fill(0, 0, MSG_HEADER);
+    s.msg.fill(0, 0, MSG.headerBytes);
     const dv = s.msgView;
-    dv.setUint8(0, t);
+    dv.setUint8(MSG.type, t);
     switch (msg.type) {
       case 'INPUT':
-        dv.setUint16(4, uintField(msg, 'playerIndex', 0xffff), true);
-        dv.setUint32(8, uintField(msg, 'frame', 0xffffffff), true);
-        dv.setUint16(6, writeEntries(dv, msg.inputs, 15), true);
+        dv.setUint16(MSG.playerIndex, uintField(msg, 'playerIndex', 0xffff), true);
+        dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
+        dv.setUint16(MSG.count, writeEntries(dv, msg.inputs, maxInputs('INPUT')), true);
         break;
       case 'PING': case 'PONG':
         if (typeof msg.timestamp !== 'number' || !Number.isFinite(msg.timestamp) || msg.timestamp < 0) {
           throw new TypeError('encode: field "timestamp" must be a finite number >= 0');
         }
-        dv.setFloat64(24, msg.timestamp, true);
+        dv.setFloat64(MSG.timestamp, msg.timestamp, true);
         break;
       case 'KEEPALIVE':
         break;
       case 'EPISODE_END':
-        dv.setUint32(8, uintField(msg, 'frame', 0xffffffff), true);
-        dv.setUint32(12, uintField(msg, 'episode', 0xffffffff), true);
+        dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
+        dv.setUint32(MSG.episode, uintField(msg, 'episode', 0xffffffff), true);
         break;
       case 'EPISODE_READY': case 'STATE_HASH': {
-        if (msg.type === 'EPISODE_READY') dv.setUint32(12, uintField(msg, 'episode', 0xffffffff), true);
-        else dv.setUint32(8, uintField(msg, 'frame', 0xffffffff), true);
+        if (msg.type === 'EPISODE_READY') dv.setUint32(MSG.episode, uintField(msg, 'episode', 0xffffffff), true);
+        else dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
         const [hi, lo] = hexToWords(msg.digest, 'digest');
-        dv.setUint32(32, hi, true);
-        dv.setUint32(36, lo, true);
+        dv.setUint32(MSG.digestHi, hi, true);
+        dv.setUint32(MSG.digestLo, lo, true);
         break;
       }
       case 'INPUT_REQUEST':
-        dv.setUint32(16, uintField(msg, 'start', 0xffffffff), true);
-        dv.setUint32(20, uintField(msg, 'end', 0xffffffff), true);
+        dv.setUint32(MSG.start, uintField(msg, 'start', 0xffffffff), true);
+        dv.setUint32(MSG.end, uintField(msg, 'end', 0xffffffff), true);
         break;
       case 'INPUT_RESPONSE':
-        dv.setUint16(4, uintField(msg, 'playerIndex', 0xffff), true);
-        dv.setUint16(6, writeEntries(dv, msg.inputs, 256), true);
+        dv.setUint16(MSG.playerIndex, uintField(msg, 'playerIndex', 0xffff), true);
+        dv.setUint16(MSG.count, writeEntries(dv, msg.inputs, maxInputs('INPUT_RESPONSE')), true);
         break;
       case 'FOCUS_STATE':
         if (typeof msg.focused !== 'boolean' && msg.focused !== 0 && msg.focused !== 1) {
           throw new TypeError('encode: field "focused" must be a boolean');
         }
-        dv.setUint8(2, msg.focused ? 1 : 0);
-        dv.setUint32(8, uintField(msg, 'frame', 0xffffffff), true);
+        dv.setUint8(MSG.focused, msg.focused ? 1 : 0);
+        dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
         break;
     }
     const n = M.encodeStaged();
@@ -242,7 +242,8 @@ function createLib(M) {
   function readEntries(dv, count) {
     const out = new Array(count);
     for (let i = 0; i < count; i++) {
-      out[i] = { frame: dv.getUint32(MSG_HEADER + 8 * i, true), action: dv.getUint32(MSG_HEADER + 8 * i + 4, true) };
+      const p = MSG.headerBytes + MSG.entryBytes * i;
+      out[i] = { frame: dv.getUint32(p, true), action: dv.getUint32(p + 4, true) };
     }
     return out;
   }
@@ -251,70 +252,179 @@ function createLib(M) {
     const b = toBytes(bytes);
     const len = stageBytes(b);
     const code = M.decodeStaged(len);
-    if (code !== 0) return { error: decodeNames[code] ?? 'UNKNOWN' };
+    if (code !== 0) return { error: DECODE[code] ?? 'UNKNOWN' };
     const dv = staging().msgView;
-    const type = TYPE_NAMES[dv.getUint8(0)];
-    const digest = () => hex8(dv.getUint32(32, true)) + hex8(dv.getUint32(36, true));
+    const type = TYPE_NAMES[dv.getUint8(MSG.type)];
+    const digest = () => hex8(dv.getUint32(MSG.digestHi, true)) + hex8(dv.getUint32(MSG.digestLo, true));
+    const count = () => dv.getUint16(MSG.count, true);
     switch (type) {
       case 'INPUT':
-        return { type, playerIndex: dv.getUint16(4, true), frame: dv.getUint32(8, true), inputs: readEntries(dv, dv.getUint16(6, true)) };
+        return { type, playerIndex: dv.getUint16(MSG.playerIndex, true), frame: dv.getUint32(MSG.frame, true), inputs: readEntries(dv, count()) };
       case 'PING': case 'PONG':
-        return { type, timestamp: dv.getFloat64(24, true) };
+        return { type, timestamp: dv.getFloat64(MSG.timestamp, true) };
       case 'KEEPALIVE':
         return { type };
       case 'EPISODE_END':
-        return { type, frame: dv.getUint32(8, true), episode: dv.getUint32(12, true) };
+        return { type, frame: dv.getUint32(MSG.frame, true), episode: dv.getUint32(MSG.episode, true) };
       case 'EPISODE_READY':
-        return { type, episode: dv.getUint32(12, true), digest: digest() };
+        return { type, episode: dv.getUint32(MSG.episode, true), digest: digest() };
       case 'STATE_HASH':
-        return { type, frame: dv.getUint32(8, true), digest: digest() };
+        return { type, frame: dv.getUint32(MSG.frame, true), digest: digest() };
       case 'INPUT_REQUEST':
-        return { type, start: dv.getUint32(16, true), end: dv.getUint32(20, true) };
+        return { type, start: dv.getUint32(MSG.start, true), end: dv.getUint32(MSG.end, true) };
       case 'INPUT_RESPONSE':
-        return { type, playerIndex: dv.getUint16(4, true), inputs: readEntries(dv, dv.getUint16(6, true)) };
+        return { type, playerIndex: dv.getUint16(MSG.playerIndex, true), inputs: readEntries(dv, count()) };
       case 'FOCUS_STATE':
-        return { type, focused: dv.getUint8(2) === 1, frame: dv.getUint32(8, true) };
+        return { type, focused: dv.getUint8(MSG.focused) === 1, frame: dv.getUint32(MSG.frame, true) };
     }
     return { error: 'UNKNOWN_TYPE' };
   }
 
   function hash(state, options = {}) {
     const len = stageState(state);
-    const d = options.floatDigits ?? 0;
-    if (hot) {
-      if (!hotHash(len, d)) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
-      const dv = staging().msgView;
-      return hex8(dv.getUint32(32, true)) + hex8(dv.getUint32(36, true));
+    if (!hotHash(len, options.floatDigits ?? 0)) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
+    return stagedDigest();
+  }
+
+  // ---------------------------------------------------------------- record readers
+  // The only readers of the outbox and event record formats in JS (wasm/src/outbox.hpp, events.hpp).
+  function readOutbox(view, dv, used, out, copy) {
+    let off = 0;
+    while (off + OB.headerBytes <= used) {
+      const kind = view[off + OB.kind];
+      const path = view[off + OB.path];
+      const to = (view[off + OB.to] << 24) >> 24;
+      const ev = view[off + OB.event];
+      const len = dv.getUint32(off + OB.length, true);
+      const start = off + OB.headerBytes;
+      if (kind === OUT_PACKET) {
+        const bytes = copy || path !== PATH_P2P ? view.slice(start, start + len) : view.subarray(start, start + len);
+        if (path === PATH_P2P) out.push({ path: 'p2p', to, bytes });
+        else out.push({ path: 'relay', to, event: L.relayEvents[ev], data: { to, bytes }, bytes });
+      } else {
+        out.push({ path: 'relay', to, event: L.relayEvents[ev], data: JSON.parse(textDecoder.decode(view.subarray(start, start + len))) });
+      }
+      off = start + Math.ceil(len / OB.align) * OB.align;
     }
-    const h = M.hashStaged(len, d);
-    if (!h) throw new TypeError('hash: state is not valid JSON (canonicalize mode)');
-    return h;
+  }
+
+  const RW = L.row;
+  const RF = L.rowFlags;
+  /** Research rows (wasm/src/research_data.hpp) into objects. */
+  function readRows(view, dv, from, to, size, numActors, out) {
+    for (let off = from; off + size <= to; off += size) {
+      const flags = view[off + RW.flags];
+      const actions = new Array(numActors), rewards = new Array(numActors);
+      for (let a = 0; a < numActors; a++) {
+        actions[a] = view[off + RW.actions + a];
+        rewards[a] = dv.getFloat64(off + RW.rewards + 8 * a, true);
+      }
+      out.push({
+        frame: dv.getInt32(off + RW.frame, true),
+        episodeFrame: dv.getInt32(off + RW.episodeFrame, true),
+        episode: dv.getUint32(off + RW.episode, true),
+        predictedMask: dv.getUint16(off + RW.predictedMask, true),
+        unfocusedMask: dv.getUint16(off + RW.unfocusedMask, true),
+        rollbacks: dv.getUint16(off + RW.rollbacks, true),
+        terminated: (flags & RF.terminated) !== 0,
+        truncated: (flags & RF.truncated) !== 0,
+        hasRewards: (flags & RF.rewards) !== 0,
+        firstSteppedMs: dv.getFloat64(off + RW.firstSteppedMs, true),
+        actions,
+        rewards,
+      });
+    }
+  }
+
+  function readEvents(view, dv, from, to, out) {
+    let off = from;
+    while (off + EV.headerBytes <= to) {
+      const ev = { type: L.eventTypes[view[off + EV.type]] };
+      const n = view[off + EV.fieldCount];
+      for (let i = 0; i < n; i++) {
+        const p = off + EV.headerBytes + i * EV.fieldBytes;
+        const name = L.fields[view[p + EV.fieldId]];
+        const kind = view[p + EV.fieldKind];
+        if (kind === K.number) ev[name] = dv.getFloat64(p + EV.value, true);
+        else if (kind === K.bool) ev[name] = dv.getFloat64(p + EV.value, true) !== 0;
+        else if (kind === K.null) ev[name] = null;
+        else if (kind === K.hex64) ev[name] = hex8(dv.getUint32(p + EV.value, true)) + hex8(dv.getUint32(p + EV.value + 4, true));
+        else {
+          const t0 = off + dv.getUint32(p + EV.textOffset, true);
+          const text = textDecoder.decode(view.subarray(t0, t0 + dv.getUint16(p + EV.textLength, true)));
+          ev[name] = kind === K.json ? JSON.parse(text) : text;
+        }
+      }
+      out.push(ev);
+      off += dv.getUint16(off + EV.recordBytes, true);
+    }
+  }
+
+  // ---------------------------------------------------------------- the plan
+  /** The plan of the engine's last advance(): header fields, and the ordered requests read
+   * through views (valid until the next engine call; web/driver.js runs them). */
+  class Plan {
+    constructor(engine) {
+      this._e = engine;
+      this.status = 'RUN';
+      this.frame = 0;
+      this.episode = 0;
+      this.episodeStart = 0;
+      this.confirmedFrame = -1;
+      this.verifiedFrame = -1;
+      this.terminalFrame = -1;
+      this.inputDelay = 0;
+      this.requests = 0;
+      this.rollback = null;
+      this.outgoing = [];
+      this.events = [];
+      this._rb = { targetFrame: 0, loadFrame: 0, count: 0 };
+    }
+    _read() {
+      const e = this._e;
+      e._views();
+      const H = e._H;
+      this.status = L.status[H[PW.status]];
+      this.frame = H[PW.frame];
+      this.episode = H[PW.episode];
+      this.episodeStart = H[PW.episodeStart];
+      this.confirmedFrame = H[PW.confirmedFrame];
+      this.verifiedFrame = H[PW.verifiedFrame];
+      this.terminalFrame = H[PW.terminalFrame];
+      this.inputDelay = H[PW.inputDelay];
+      this.requests = H[PW.requestCount];
+      if (H[PW.rollbackTarget] >= 0) {
+        const r = this._rb;
+        r.targetFrame = H[PW.rollbackTarget];
+        r.loadFrame = H[PW.loadFrame];
+        r.count = H[PW.replayCount];
+        this.rollback = r;
+      } else {
+        this.rollback = null;
+      }
+    }
+    /** lib.REQUEST.LOAD | SAVE | ADVANCE */
+    kind(i) { this._e._views(); return this._e._req[i * REQ_BYTES + RQ.kind]; }
+    frameOf(i) { this._e._views(); return this._e._reqDv.getInt32(i * REQ_BYTES + RQ.frame, true); }
+    episodeFrameOf(i) { this._e._views(); return this._e._reqDv.getInt32(i * REQ_BYTES + RQ.episodeFrame, true); }
+    isReplay(i) { this._e._views(); return (this._e._req[i * REQ_BYTES + RQ.flags] & REPLAY) !== 0; }
+    predictedMaskOf(i) { this._e._views(); return this._e._reqDv.getUint16(i * REQ_BYTES + RQ.predictedMask, true); }
+    /** Actions of request i (players then bots): a view, valid until the next engine call. */
+    actionsOf(i) {
+      const e = this._e;
+      e._views();
+      const o = i * REQ_BYTES + RQ.actions;
+      return e._req.subarray(o, o + e._numActors);
+    }
+    /** How many Advance requests the plan holds (frames to step, replays included). */
+    get steps() {
+      let n = 0;
+      for (let i = 0; i < this.requests; i++) if (this.kind(i) === REQUEST.ADVANCE) n++;
+      return n;
+    }
   }
 
   // ---------------------------------------------------------------- engine
-  // Reads outbox records (wasm/src/outbox.hpp) into `out` (and events into `events`).
-  function readRecords(view, dv, used, out, events, copy) {
-    let off = 0;
-    while (off + 8 <= used) {
-      const kind = view[off];
-      const path = view[off + 1];
-      const to = (view[off + 2] << 24) >> 24;
-      const ev = view[off + 3];
-      const len = dv.getUint32(off + 4, true);
-      const start = off + 8;
-      if (kind === 0) {
-        const bytes = copy || path === 1 ? view.slice(start, start + len) : view.subarray(start, start + len);
-        if (path === 0) out.push({ path: 'p2p', to, bytes });
-        else out.push({ path: 'relay', to, event: 'p2psync_packet', data: { to, bytes }, bytes });
-      } else if (kind === 1) {
-        out.push({ path: 'relay', to, event: RELAY_EVENTS[ev], data: JSON.parse(textDecoder.decode(view.subarray(start, start + len))) });
-      } else if (kind === 2 && events) {
-        events.push(JSON.parse(textDecoder.decode(view.subarray(start, start + len))));
-      }
-      off = start + ((len + 3) & ~3);
-    }
-  }
-
   class SyncEngine {
     constructor(config) {
       if (!config || typeof config !== 'object') throw new TypeError('config must be an object');
@@ -325,36 +435,33 @@ function createLib(M) {
         throw new TypeError(err);
       }
       this._h = h;
-      // Hot calls (advance, receive, saveSnapshot) go through plain WASM exports when the module
-      // has them (wasm/bindings.cpp): Embind's invoker costs ~0.2 us and allocates per call.
-      this._e = hot && typeof h.handle === 'function' ? h.handle() : 0;
+      this._e = h.handle();
       this._buf = null;
       this._numActors = h.numActors();
       this._numBots = config.numBots ?? 0;
       this._planPtr = h.planPtr();
-      this._offs = [h.curActionsOffset(), h.replayActionsOffset(), h.resnapOffset(), h.botInputOffset()];
-      this._outPtr = h.outPtr();
-      this._replyPtr = h.replyPtr();
+      this._reqCap = h.requestCapacity();
+      this._resultOff = h.resultOffset();
+      this._botOff = h.botOffset();
+      this._out = { ptr: h.outPtr(), cap: h.outCapacity() };
+      this._reply = { ptr: h.replyPtr(), cap: h.replyCapacity() };
+      this._ev = { ptr: h.eventsPtr(), cap: h.eventsCapacity() };
+      this._rowArena = { ptr: h.rowsPtr(), cap: h.rowsCapacity() };
       this._rxPtr = h.rxPtr();
       this._rxCap = h.rxCapacity();
-      /** Called with each message produced while receiving (PONG, INPUT_RESPONSE, ...). When
-       * unset, those messages are sent with the next plan's outgoing messages. */
+      /** Called with each message produced while receiving (PONG, INPUT_RESPONSE, END/READY
+       * answers, ...). When unset, those messages go out with the next plan's outgoing. */
       this.onOutgoing = null;
+      /** Called with each engine event as soon as it is read (after every engine call). When
+       * unset, events are collected: plan.events holds advance()'s, takeEvents() the rest. */
+      this.onEvent = null;
+      /** Called with each research row (one per confirmed frame, in order) as soon as it is read.
+       * When unset, rows are collected for takeRows(). */
+      this.onRow = null;
+      this._pendingRows = [];
       this._pendingReplies = [];
-      this._events = [];
-      const self = this;
-      this._rollback = {
-        targetFrame: 0, loadFrame: 0, count: 0,
-        actions(i) {
-          const n = self._numActors;
-          return self._replay.subarray(i * n, i * n + n);
-        },
-        resnapshot(i) { return self._resnap[i] === 1; },
-      };
-      this._plan = {
-        status: 'RUN', frame: 0, episodeFrame: 0, episodeStart: 0, episode: 0, actions: null, predictedMask: 0,
-        saveSnapshot: false, rollback: null, confirmedFrame: -1, verifiedFrame: -1, outgoing: [], events: [],
-      };
+      this._pendingEvents = [];
+      this._plan = new Plan(this);
       this._views();
     }
 
@@ -366,85 +473,135 @@ function createLib(M) {
       if (buf === this._buf) return;
       this._buf = buf;
       const p = this._planPtr;
-      const n = this._numActors;
-      this._H = new Int32Array(buf, p, W.WORDS);
-      this._cur = new Uint8Array(buf, p + this._offs[0], n);
-      this._replay = new Uint8Array(buf, p + this._offs[1], this._offs[2] - this._offs[1]);
-      this._resnap = new Uint8Array(buf, p + this._offs[2], this._offs[3] - this._offs[2]);
-      this._bot = new Uint8Array(buf, p + this._offs[3], 16);
-      this._out = new Uint8Array(buf, this._outPtr, 64 * 1024);
-      this._outDv = new DataView(buf, this._outPtr, 64 * 1024);
-      this._reply = new Uint8Array(buf, this._replyPtr, 16 * 1024);
-      this._replyDv = new DataView(buf, this._replyPtr, 16 * 1024);
+      this._H = new Int32Array(buf, p, L.plan.headerWords);
+      const reqOff = p + L.plan.headerWords * 4;
+      this._req = new Uint8Array(buf, reqOff, this._reqCap * REQ_BYTES);
+      this._reqDv = new DataView(buf, reqOff, this._reqCap * REQ_BYTES);
+      this._rewards = new Float64Array(buf, p + this._resultOff, this._numActors);
+      this._bot = new Uint8Array(buf, p + this._botOff, L.plan.botBytes);
+      for (const a of [this._out, this._reply, this._ev, this._rowArena]) {
+        a.view = new Uint8Array(buf, a.ptr, a.cap);
+        a.dv = new DataView(buf, a.ptr, a.cap);
+      }
       this._rx = new Uint8Array(buf, this._rxPtr, this._rxCap);
     }
 
     get numActors() { return this._numActors; }
     get frame() { return this._h.frame(); }
+    /** Request kinds (plan.kind(i)) and step flags (stepped), as lib.REQUEST / lib.STEP. */
+    get REQUEST() { return REQUEST; }
+    get STEP() { return STEP; }
+    /** The layout table of the module (plan, records, enums, names). */
+    get layout() { return L; }
 
+    /** Plans this tick. Returns the (reused) Plan: run it with web/driver.js runPlan. */
     advance(nowMs, localAction = 0, botActions = null, bufferedAmount = 0) {
       this._views();
       if (botActions && this._numBots) this._bot.set(botActions.length > this._numBots ? botActions.slice(0, this._numBots) : botActions);
-      const status = this._e
-        ? hotAdvance(this._e, nowMs, localAction | 0, +bufferedAmount || 0)
-        : this._h.advance(nowMs, localAction | 0, +bufferedAmount || 0);
-      this._views();
-      const H = this._H;
+      hotAdvance(this._e, nowMs, localAction | 0, +bufferedAmount || 0);
       const plan = this._plan;
-      plan.status = STATUS[status];
-      plan.frame = H[W.FRAME];
-      plan.episodeFrame = H[W.EPISODE_FRAME];
-      plan.episodeStart = H[W.EPISODE_START];
-      plan.episode = H[W.EPISODE];
-      plan.actions = this._cur;
-      plan.predictedMask = H[W.PREDICTED_MASK];
-      plan.saveSnapshot = H[W.SAVE_SNAPSHOT] === 1;
-      plan.confirmedFrame = H[W.CONFIRMED];
-      plan.verifiedFrame = H[W.VERIFIED];
-      if (H[W.ROLLBACK] === 1) {
-        const r = this._rollback;
-        r.targetFrame = H[W.ROLLBACK_TARGET];
-        r.loadFrame = H[W.LOAD_FRAME];
-        r.count = H[W.REPLAY_COUNT];
-        plan.rollback = r;
-      } else {
-        plan.rollback = null;
-      }
+      plan._read();
       const out = [];
       if (this._pendingReplies.length) {
         for (const m of this._pendingReplies) out.push(m);
         this._pendingReplies.length = 0;
       }
-      const events = [];
-      if (H[W.OUT_COUNT] > 0) readRecords(this._out, this._outDv, H[W.OUT_BYTES], out, events, false);
+      if (this._H[PW.outCount] > 0) readOutbox(this._out.view, this._out.dv, this._H[PW.outBytes], out, false);
       plan.outgoing = out;
-      plan.events = events;
+      this._readEvents();
+      this._readRows();
+      plan.events = this.onEvent ? [] : this.takeEvents();
       return plan;
     }
 
-    _result(code) {
+    /** Reports the step of `frame` (an Advance request of the plan, in order). flags: lib.STEP
+     * bits (TERMINATED / TRUNCATED when this step ended the episode; REWARDS when stepRewards
+     * holds its rewards). preState: the pre-step state of `frame` when the plan had a Save for
+     * it (saved in the same call). Returns true to go on with the plan, false when it ends here. */
+    stepped(frame, flags = 0, preState = null) {
+      const len = preState == null ? 0 : stageState(preState);
+      const go = hotStepped(this._e, frame, flags | 0, len) === 1;
+      this._views();
       const H = this._H;
-      if (H[W.REPLY_COUNT] > 0) {
+      if (H[PW.eventBytes] > H[PW.eventRead]) this._readEvents();
+      if (H[PW.rowBytes] > H[PW.rowRead]) this._readRows();
+      return go;
+    }
+
+    _readRows() {
+      const H = this._H;
+      const to = H[PW.rowBytes];
+      const from = H[PW.rowRead];
+      if (to <= from) return;
+      const got = this.onRow ? [] : this._pendingRows;
+      readRows(this._rowArena.view, this._rowArena.dv, from, to, H[PW.rowSize], this._numActors, got);
+      H[PW.rowRead] = to;
+      if (this.onRow) for (const r of got) this.onRow(r);
+    }
+
+    /** Research rows read since the last call (when onRow is unset). */
+    takeRows() {
+      this._views();
+      this._readRows();
+      const r = this._pendingRows;
+      this._pendingRows = [];
+      return r;
+    }
+
+    /** The local page's focus changed (visibilitychange): stamped on the local inputs chosen from
+     * now on and announced to every peer (FOCUS_STATE on P2P and the relay, via onOutgoing). */
+    setFocus(focused, nowMs) {
+      this._h.setFocus(!!focused, nowMs);
+      this._result(0);
+    }
+
+    /** Whether the engine is paused (focusPolicy 'pause' and some page hidden): the mask of those players. */
+    get pausedMask() { this._views(); return this._H[PW.paused]; }
+
+    /** Rewards of the step about to be reported (Float64Array, one per actor). */
+    get stepRewards() { this._views(); return this._rewards; }
+
+    _readEvents() {
+      const H = this._H;
+      const to = H[PW.eventBytes];
+      const from = H[PW.eventRead];
+      if (to <= from) return;
+      const got = this.onEvent ? [] : this._pendingEvents;
+      readEvents(this._ev.view, this._ev.dv, from, to, got);
+      H[PW.eventRead] = to;
+      if (this.onEvent) for (const ev of got) this.onEvent(ev);
+    }
+
+    /** Events read since the last call (when onEvent is unset). */
+    takeEvents() {
+      this._views();
+      this._readEvents();
+      const e = this._pendingEvents;
+      this._pendingEvents = [];
+      return e;
+    }
+
+    _result(code) {
+      this._views();
+      const H = this._H;
+      if (H[PW.replyCount] > 0) {
         const replies = [];
-        readRecords(this._reply, this._replyDv, H[W.REPLY_BYTES], replies, null, true);
+        readOutbox(this._reply.view, this._reply.dv, H[PW.replyBytes], replies, true);
         if (this.onOutgoing) for (const m of replies) this.onOutgoing(m);
         else for (const m of replies) this._pendingReplies.push(m);
       }
-      return rxNames[code] ?? 'UNKNOWN';
+      if (H[PW.eventBytes] > H[PW.eventRead]) this._readEvents();
+      return RX[code] ?? 'UNKNOWN';
     }
 
     receive(bytes, fromPeer, via, nowMs) {
       this._views();
       const b = toBytes(bytes);
-      const v = via === 'relay' ? 1 : 0;
       if (b.length <= this._rxCap) this._rx.set(b);
-      return this._result(this._e
-        ? hotReceive(this._e, b.length, fromPeer, v, nowMs)
-        : this._h.receive(b.length, fromPeer, v, nowMs));
+      return this._result(hotReceive(this._e, b.length, fromPeer, via === 'relay' ? 1 : 0, nowMs));
     }
 
     receiveRelayInput(playerIndex, frame, action, nowMs, fromPeer = -1) {
-      this._views();
       if (!Number.isInteger(playerIndex) || !Number.isInteger(frame) || !Number.isInteger(action)) return 'BAD_RELAY_JSON';
       return this._result(this._h.receiveRelayInput(playerIndex, frame, action, nowMs, fromPeer));
     }
@@ -452,7 +609,6 @@ function createLib(M) {
     /** A relay event as the server delivers it: 'pyodide_other_player_action' / 'p2p_state_sync'
      * (payload object or JSON text) or 'p2psync_packet' ({from, bytes}). */
     receiveRelay(event, data, fromPeer, nowMs) {
-      this._views();
       if (event === 'p2psync_packet') {
         if (!data || data.bytes == null) return 'BAD_RELAY_JSON';
         return this.receive(data.bytes, fromPeer, 'relay', nowMs);
@@ -474,12 +630,9 @@ function createLib(M) {
     }
 
     saveSnapshot(frame, state) {
-      const len = stageState(state);
-      const ok = this._e ? hotSave(this._e, frame, len) === 1 : this._h.saveSnapshot(frame, len);
-      // A state larger than the staging buffer grows WASM memory, which detaches every view:
-      // re-take them so plan.actions / rollback.actions(i) stay valid after a save.
+      const ok = hotSave(this._e, frame, stageState(state)) === 1;
       this._views();
-      this._plan.actions = this._cur;
+      if (this._H[PW.eventBytes] > this._H[PW.eventRead]) this._readEvents();
       return ok;
     }
 
@@ -496,16 +649,17 @@ function createLib(M) {
 
     hashState(state) { return this._h.hashState(stageState(state)); }
 
-    onChannelOpen(peer, nowMs) { this._h.onChannelOpen(peer, nowMs); }
-    onChannelClosed(peer, nowMs) { this._h.onChannelClosed(peer, nowMs); }
-    onConnectionFailed(peer, nowMs) { this._h.onConnectionFailed(peer, nowMs); }
+    onChannelOpen(peer, nowMs) { this._h.onChannelOpen(peer, nowMs); this.takeEventsIfHandled(); }
+    onChannelClosed(peer, nowMs) { this._h.onChannelClosed(peer, nowMs); this.takeEventsIfHandled(); }
+    onConnectionFailed(peer, nowMs) { this._h.onConnectionFailed(peer, nowMs); this.takeEventsIfHandled(); }
+    takeEventsIfHandled() { if (this.onEvent) { this._views(); this._readEvents(); } }
     setConnectionType(type) {
       if (!this._h.setConnectionType(String(type))) throw new TypeError('connectionType must be direct, relay or unknown');
     }
-    endEpisode(frame, nowMs) { this._h.endEpisode(frame, nowMs); }
     resetEpisode(options = {}) {
       const err = this._h.resetEpisode(options.inputDelay ?? -1);
       if (err) throw new Error(`resetEpisode: ${err}`);
+      this._plan._read();
     }
 
     /** Executed actions of frames [from, to] (numActors bytes each; confirmed frames only by default). */
@@ -538,8 +692,12 @@ function createLib(M) {
     hash,
     SyncEngine,
     TYPES,
-    version: '0.1.0',
+    REQUEST,
+    STEP,
+    layout: L,
+    version: '0.2.0',
     heapBytes: () => M.HEAPU8.buffer.byteLength,
+    heapUsed: () => M._p2psync_heap_used(),
     _module: M,
   });
 }

@@ -1,9 +1,11 @@
-// sim_session.js — run a multi-peer p2psync session in ONE process over the NetSim (virtual time),
-// every peer running the real .wasm engine (web/p2psync.js) and its own env.
+// sim_session.js — run a multi-peer p2psync session in ONE process over the NetSim (virtual time).
+// Every peer is a SessionPeer (web/peer.js) — the same per-frame code a page runs through
+// P2PSyncSession — with the real .wasm engine and its own env; only the transport differs (the
+// network simulator instead of an RTCDataChannel and a Socket.IO socket).
 //
 //   import { runSession } from './web/sim_session.js';
 //   const r = await runSession({ players: 2, profile: 'wifi', frames: 900, seed: 1 });
-//   r.healthy, r.actionLogsIdentical, r.finalStateHashes, ...
+//   r.healthy, r.actionLogsIdentical, r.episodes, ...
 //
 // Model
 //  * Virtual clock only (nothing reads a real clock or Math.random; the result is a pure function
@@ -11,60 +13,45 @@
 //    [0, 1000/fps), so peers are not lockstep. The tick with the earliest time runs next (ties:
 //    lower index). Before a tick at time t, every network message due at or before t is delivered
 //    (NetSim.advanceTo), each at its own delivery time.
-//  * Each tick is stepPeer(peer): exactly what a page's step() does (see there). A tick whose plan
-//    is RUN executes one local frame; STALL / WAIT ticks execute none.
-//  * Delivery into the engines: P2P bytes -> engine.receive(bytes, from, 'p2p', t). Relay events
-//    as the reference server relays them (it renames pyodide_player_action to
-//    pyodide_other_player_action and attaches `from` = sender index):
-//      pyodide_player_action -> engine.receiveRelayInput(indexOf(player_id), frame_number, action, t, from)
-//      p2p_state_sync        -> engine.receiveRelayStateSync({...data, from}, from, t)
-//      p2psync_packet        -> engine.receive(bytes, from, 'relay', t)
-//    Messages an engine produces while receiving (PONG, INPUT_RESPONSE, END/READY answers) come
-//    through engine.onOutgoing and are sent at once.
-//  * Faults (triggered by local frame counts, checked before each tick):
+//  * A session is `episodes` episodes. An episode ends when the env says so — with endOnScore K,
+//    when a player's score reaches K (a condition on the simulated state, so a late input can move
+//    it) — or is truncated by the engine after `frames` frames (config maxEpisodeFrames). After a
+//    synced end each peer starts the next episode by itself (SessionPeer). A peer that has played
+//    every episode keeps ticking (its engine answers END/READY) until all have.
+//  * Delivery: P2P bytes -> peer.receiveP2P(from, bytes). Relay messages go as the p2psync server
+//    relays them (web/server.mjs: pyodide_player_action becomes pyodide_other_player_action, and
+//    `from` = the sender's index is attached) -> peer.receiveRelay(event, data, from).
+//  * Faults (triggered by new-frame counts, checked before each tick):
 //      cutP2PAt F       once EVERY peer has executed >= F frames: netsim.cutP2P(); every engine gets
-//                       onChannelClosed(other) for every other peer (so every engine's fallback
-//                       frame is >= F).
+//                       onChannelClosed(other) for every other peer.
 //      restoreP2PAt F   likewise: netsim.restoreP2P() + onChannelOpen.
 //      stallPeer {peer, ms, atFrame}  when that peer has executed atFrame frames it does not tick
 //                       for `ms` virtual ms (messages still arrive into its engine).
-//      corruptAt F      on corruptPeer (default 1): env.corrupt() right after stepping frame F, in
-//                       normal steps AND in replays of frame F, so that peer's timeline is
-//                       consistently different from snapshot frame F+1 on. The desync is expected
-//                       at the first hash frame h > F (h % hashInterval == 0; 405 for F = 400).
-//  * End: the session stops once every peer has executed `frames` frames (peers that get there
-//    first keep playing; time sync / the prediction limit keep them close). No drain phase.
+//      corruptAt F      on corruptPeer (default 1): env.corrupt() right after stepping session frame
+//                       F, in normal steps AND in replays of frame F. The desync is expected at the
+//                       first hash frame h > F (h % hashInterval == 0; 405 for F = 400).
 //
-// Checks
-//  * Action logs: after every tick the runner appends the peer's newly confirmed frames
-//    (engine.actionLog(from, confirmedFrame), confirmed frames only) to a per-peer log, so logs
-//    longer than the engine's input ring can be compared. At the end the logs are compared over
-//    frames 0 .. min(confirmedFrame over peers).
-//  * Final state hashes: the common frame is the newest frame H <= min(confirmedFrame) + 1 for which
-//    EVERY peer's engine still holds a snapshot (engine.snapshotText(H)); finalStateHashes[i] =
-//    lib.hash(that text) — the hash of peer i's env state before stepping frame H (all inputs of
-//    frames < H are confirmed on every peer, so those snapshots are final).
-//  * healthy = no timeout && logs identical && (normal run: no desync and equal final hashes;
-//    corruptAt: every peer reported the desync at the expected frame; syncTest + nondeterministic:
-//    nondeterminism was flagged). See `verdict.reasons` for what failed.
+// Checks (verdict.reasons lists what failed)
+//  * Every peer ended every episode, within a virtual-time bound (no deadlock).
+//  * Every episode ended on the same frame on every peer; in a normal run the final state hashes
+//    (the env state after the episode's last frame) are equal, and there is no desync.
+//  * Action logs (confirmed frames, collected as they confirm) are identical across peers.
+//  * corruptAt: every peer reports the desync first at the expected hash frame. syncTest +
+//    nondeterministic: nondeterminism is flagged.
 //
-// Result (JSON-serialisable; `scripts/demo --json` prints it):
-//   players, frames, fps, profile, seed, env, healthy, verdict {healthy, mode, reasons[],
-//   expectedDesyncFrame, desyncDetectedByPeer, finalHashesEqual, timedOut}, actionLogsIdentical,
-//   comparedFrames, firstLogMismatch, actionLogHashes[], finalStateFrame, finalStateHashes[],
-//   desyncs, desyncEvents[] ({...engine event, peer: reporting peer, remotePeer}),
-//   rollbacks {count, maxFrames, p99Frames, framesReplayed, perPeer[]} (from the engines'
-//   'rollback' events, i.e. misprediction rollbacks; forced sync-test rollbacks are not counted),
-//   stalls / waits (STALL / WAIT ticks summed over peers), p2pRatio (inputs first received by P2P
-//   / all first receptions), p2p[] (engine.p2pMetrics per peer), fallback[] {peer, remotePeer,
-//   frame, reason}, nondeterminism[], faults[] (each with every peer's framesRun and p2pMetrics at
-//   that moment), errors[], episodeSummaries[], rewards[], framesRun[], finalFrames[],
-//   confirmedFrames[], verifiedFrames[], ticks[], hashBroadcasts[], received[] (receive results
-//   by path/event), network (netsim.stats()), virtualMs, wallMs, trafficDump, perPeer[]
-//   (engine.exportSessionMetrics()).
+// Result (JSON-serialisable; `scripts/demo --json` prints it): players, frames, episodesPlanned,
+// fps, profile, seed, env, healthy, verdict {healthy, mode, reasons[], expectedDesyncFrame,
+// desyncDetectedByPeer, finalHashesEqual, timedOut}, episodes[{index, endFramesByPeer,
+// episodeEndFramesByPeer, frames, truncated, finalStateHashes, rewards}], actionLogsIdentical,
+// comparedFrames, firstLogMismatch, actionLogHashes[], finalStateFrame, finalStateHashes[], desyncs,
+// desyncEvents[], rollbacks {count, maxFrames, p99Frames, framesReplayed, perPeer[]}, stalls, waits,
+// p2pRatio, p2p[], fallback[], nondeterminism[], faults[], errors[], episodeSummaries[], rewards[],
+// framesRun[], finalFrames[], confirmedFrames[], verifiedFrames[], ticks[], hashBroadcasts[],
+// received[], network, virtualMs, wallMs, trafficDump, perPeer[] (engine.exportSessionMetrics()).
 
 import { NetSim, resolveProfile, createRng } from './netsim.js';
 import { createGridGame } from './envs/grid_game.js';
+import { SessionPeer } from './peer.js';
 
 const NOOP = () => {};
 
@@ -88,23 +75,6 @@ function bytesEqual(a, b, n) {
   return true;
 }
 
-/** Growable byte log of confirmed actions. */
-class ByteLog {
-  constructor() { this.buf = new Uint8Array(4096); this.length = 0; }
-  append(bytes) {
-    if (this.length + bytes.length > this.buf.length) {
-      let cap = this.buf.length * 2;
-      while (cap < this.length + bytes.length) cap *= 2;
-      const nb = new Uint8Array(cap);
-      nb.set(this.buf.subarray(0, this.length));
-      this.buf = nb;
-    }
-    this.buf.set(bytes, this.length);
-    this.length += bytes.length;
-  }
-  view(n = this.length) { return this.buf.subarray(0, Math.min(n, this.length)); }
-}
-
 async function loadLib(opts) {
   if (opts.lib) return opts.lib;
   const { loadP2PSync } = await import('./p2psync.js');
@@ -122,6 +92,10 @@ function normalizeOptions(o) {
   if (!Number.isInteger(players) || players < 2 || players > 4) throw new RangeError('runSession: players must be 2..4');
   const frames = o.frames ?? 900;
   if (!Number.isInteger(frames) || frames < 1) throw new RangeError('runSession: frames must be a positive integer');
+  const episodes = o.episodes ?? 1;
+  if (!Number.isInteger(episodes) || episodes < 1 || episodes > 1000) throw new RangeError('runSession: episodes must be 1..1000');
+  const endOnScore = o.endOnScore ?? 0;
+  if (!Number.isInteger(endOnScore) || endOnScore < 0) throw new RangeError('runSession: endOnScore must be a non-negative integer');
   const fps = o.fps ?? 30;
   if (!(fps > 0 && fps <= 1000)) throw new RangeError('runSession: fps must be in (0, 1000]');
   const env = o.env ?? 'js';
@@ -139,7 +113,7 @@ function normalizeOptions(o) {
   const syncTest = o.syncTest == null || o.syncTest === 0 || o.syncTest === false ? 0 : Number(o.syncTest);
   if (!Number.isInteger(syncTest) || syncTest < 0) throw new RangeError('runSession: syncTest must be a non-negative integer');
   return {
-    players, frames, fps, env, corruptPeer, syncTest,
+    players, frames, episodes, endOnScore, fps, env, corruptPeer, syncTest,
     profile: o.profile ?? 'wifi',
     overrides: o.overrides ?? {},
     seed: o.seed ?? 1,
@@ -155,13 +129,290 @@ function normalizeOptions(o) {
     actionChangeProb: o.actionChangeProb ?? 0.2,
     dumpTraffic: o.dumpTraffic || null,
     dumpLimit: o.dumpLimit ?? 48,
+    dataOut: o.dataOut || null,
     maxVirtualMs: o.maxVirtualMs,
   };
 }
 
+/** The env of one peer: the JS grid game or the Python gridworld (endOnScore ends an episode). */
+async function createEnvs(o, options) {
+  const envSeed = u32(mixSeed(o.seed, 'env')) % 1000000;
+  const envs = [];
+  if (o.env === 'pyodide') {
+    const pyodide = await loadPyodideInstance(options);
+    const { createPyodideEnv } = await import('./envs/pyodide_env.js');
+    for (let i = 0; i < o.players; i++) {
+      envs.push(await createPyodideEnv({ numPlayers: o.players, seed: envSeed, pyodide, nondeterministic: o.nondeterministic, endOnScore: o.endOnScore }));
+    }
+    if (o.nondeterministic) {
+      // the hidden RNG is module-level (shared by these envs): seed it, then redo the initial
+      // coin placement (it drew from the hidden RNG) so the session is reproducible
+      envs[0].seedHiddenRandom(u32(mixSeed(o.seed, 'hidden')));
+      for (const e of envs) e.reset();
+    }
+  } else {
+    for (let i = 0; i < o.players; i++) envs.push(createGridGame({ numPlayers: o.players, seed: envSeed, endOnScore: o.endOnScore }));
+  }
+  return envs;
+}
+
+/**
+ * N SessionPeers over one NetSim, in virtual time: the stepping machinery of runSession, also used
+ * directly by the node tests (scripted attacks, faults, checks between ticks).
+ *
+ *   const w = new SimWorld({ lib, players: 2, profile: 'wifi', seed: 1, envs });
+ *   w.runUntil(() => w.minFramesRun() >= 300, 60000);
+ *   w.inject(0, 1, 'p2p', bytes);   // peer 0 receives bytes as if from peer 1, now
+ *
+ * Options: lib, envs (one env per player), players, profile, overrides, seed, fps (30),
+ * engineConfig (SyncConfig keys for every peer), configFor(i) (per-peer keys), episodes
+ * (Infinity), actionChangeProb (0.2), onLog(line, ev), driverFor(i) (runPlan options),
+ * envFor(i, env) (the env the peer runs, e.g. a corrupting wrapper), dump (traffic dump).
+ * An env may be async (its methods return Promises): tick(), runUntil() and runFrames() then
+ * return Promises, and each tick completes before the next message is delivered.
+ */
+export class SimWorld {
+  constructor({
+    lib, envs, players = envs.length, profile = 'wifi', overrides = {}, seed = 1, fps = 30, engineConfig = {},
+    configFor = () => ({}), episodes = Infinity, actionChangeProb = 0.2, onLog = NOOP, driverFor = () => ({}),
+    envFor = (i, env) => env, dump = null, keepData = 'episode', stopWhenFinished = true,
+  }) {
+    this.keepData = keepData;
+    this.stopWhenFinished = stopWhenFinished;
+    this.lib = lib;
+    this.players = players;
+    this.seed = seed;
+    this.dt = 1000 / fps;
+    this.now = 0;
+    this.onLog = onLog;
+    this.actionChangeProb = actionChangeProb;
+    this.netsim = new NetSim({ seed, numPeers: players, profile, overrides });
+    this.p2pCut = false;
+    this.dump = dump;
+    const phaseRng = createRng(mixSeed(seed, 'phase'));
+    this.peers = [];
+    for (let i = 0; i < players; i++) {
+      const config = { numPlayers: players, localPlayerIndex: i, ...engineConfig, ...configFor(i) };
+      this.peers.push(this._createPeer(i, envs[i], envFor(i, envs[i]), config, phaseRng() * this.dt, episodes, driverFor(i)));
+    }
+    this.netsim.onChannelChange = (a, b, open, now) => {
+      const A = this.peers[a].sp.engine, B = this.peers[b].sp.engine;
+      if (open) { A.onChannelOpen(b, now); B.onChannelOpen(a, now); }
+      else { A.onChannelClosed(b, now); B.onChannelClosed(a, now); }
+      this.peers[a].sp.poll();
+      this.peers[b].sp.poll();
+    };
+    this._deliver = (to, from, path, payload) => this._deliverMessage(to, from, path, payload);
+  }
+
+  _createPeer(i, env, peerEnv, config, nextAt, episodes, driver) {
+    const world = this;
+    const peer = {
+      index: i, env,
+      rng: createRng(mixSeed(this.seed, `policy${i}`)),
+      action: 0,
+      nextAt,
+      paused: false,
+      framesRun: 0, ticks: 0, stallTicks: 0, waitTicks: 0,
+      desyncs: [], fallbacks: [], nondeterminism: [], otherEvents: {}, errors: [], episodeEnds: [], events: [],
+      hashBroadcasts: 0, desyncLogged: new Set(), corrupted: false,
+    };
+    const transport = {
+      sendP2P(to, bytes) {
+        if (world.p2pCut) return false; // the page does not send on a closed channel
+        return world.netsim.send(i, to, 'p2p', bytes);
+      },
+      emitRelay(event, data, to) {
+        // the relay carries {event, data}; binary relay packets travel as data.bytes
+        const d = event === 'p2psync_packet' ? { to, bytes: data.bytes } : data;
+        world.netsim.send(i, event === 'p2psync_packet' ? to : -1, 'relay', { event, data: d });
+      },
+      bufferedAmount: () => 0,
+    };
+    peer.sp = new SessionPeer({
+      lib: this.lib, config, env: peerEnv, transport,
+      now: () => world.now,
+      episodes,
+      onEvent: (ev) => world._onEvent(peer, ev),
+      log: (line) => world.onLog(line),
+      syncLogEveryFrames: 0,
+      driver,
+      keepData: this.keepData,
+    });
+    return peer;
+  }
+
+  /** The fewest new frames any peer has run. */
+  minFramesRun() { return Math.min(...this.peers.map((p) => p.framesRun)); }
+  /** Whether every peer has ended every configured episode. */
+  allFinished() { return this.peers.every((p) => p.sp.finished); }
+
+  /** Delivers every message due at or before time t. */
+  deliverUntil(t) {
+    this.netsim.advanceTo(t, this._deliver);
+    this.now = Math.max(this.now, t);
+  }
+
+  /** One tick of the earliest peer (messages due before it are delivered first). */
+  tick() {
+    let peer = this.peers[0];
+    for (const p of this.peers) if (p.nextAt < peer.nextAt) peer = p;
+    const t = peer.nextAt;
+    this.deliverUntil(t);
+    this.now = t;
+    peer.nextAt = t + this.dt;
+    // A page that played every episode stops stepping (its engine still answers on receive).
+    if (peer.paused || (this.stopWhenFinished && peer.sp.finished)) return null;
+    return this.stepPeer(peer);
+  }
+
+  /**
+   * Ticks until pred() holds or the next tick would pass maxMs of virtual time. Returns whether
+   * pred() held; a Promise of it once a tick returned one (an async env): each tick then completes
+   * before anything else happens, so the session is the same as with the synchronous env.
+   */
+  runUntil(pred, maxMs) {
+    while (!pred()) {
+      const next = Math.min(...this.peers.map((p) => p.nextAt));
+      if (next > maxMs) return false;
+      const r = this.tick();
+      if (r && typeof r.then === 'function') return r.then(() => this._runUntilAsync(pred, maxMs));
+    }
+    return true;
+  }
+
+  async _runUntilAsync(pred, maxMs) {
+    while (!pred()) {
+      const next = Math.min(...this.peers.map((p) => p.nextAt));
+      if (next > maxMs) return false;
+      await this.tick();
+    }
+    return true;
+  }
+
+  /** Runs `frames` frame periods (every peer ticks about that many times); a Promise with an async env. */
+  runFrames(frames) {
+    const end = this.now + frames * this.dt;
+    const r = this.runUntil(() => false, end);
+    return r && typeof r.then === 'function' ? r.then(() => undefined) : undefined;
+  }
+
+  /** One tick of `peer`: exactly what a page's step() does (SessionPeer.step). Returns its result,
+   * or a Promise of it when the env is async. */
+  stepPeer(peer, action) {
+    peer.ticks++;
+    if (action !== undefined) peer.action = action;
+    else if (peer.rng() < this.actionChangeProb) peer.action = peer.rng.int(5);
+    const r = peer.sp.step(peer.action);
+    if (r && typeof r.then === 'function') return r.then((x) => this._stepped(peer, x));
+    return this._stepped(peer, r);
+  }
+
+  _stepped(peer, r) {
+    peer.framesRun += r.frames.length;
+    if (r.status === 'STALL') peer.stallTicks++;
+    else if (r.status === 'WAIT') peer.waitTicks++;
+    return r;
+  }
+
+  cutP2P() { this.p2pCut = true; this.netsim.cutP2P(); }
+  restoreP2P() { this.p2pCut = false; this.netsim.restoreP2P(); }
+
+  /** Peer `to` receives `payload` from peer `from` now: bytes on 'p2p', or {event, data} on 'relay'. */
+  inject(to, from, path, payload) {
+    return this._deliverMessage(to, from, path, payload);
+  }
+
+  // The simulated server relays like web/server.mjs: pyodide_player_action becomes
+  // pyodide_other_player_action, and every relayed payload gets `from` = the sender's index.
+  _deliverMessage(to, from, path, payload) {
+    const sp = this.peers[to].sp;
+    if (path === 'p2p') {
+      if (this.dump) this.dump.add(payload);
+      return sp.receiveP2P(from, payload);
+    }
+    const { event, data } = payload;
+    if (event === 'p2psync_packet' && this.dump) this.dump.add(data.bytes);
+    const ev = event === 'pyodide_player_action' ? 'pyodide_other_player_action' : event;
+    return sp.receiveRelay(ev, { ...data, from }, from);
+  }
+
+  _onEvent(peer, ev) {
+    const i = peer.index;
+    const log = this.onLog;
+    if (peer.events.length < 5000) peer.events.push(ev);
+    switch (ev.type) {
+      case 'hashBroadcast':
+        peer.hashBroadcasts++;
+        log(`[P2P Sync] Player ${i} broadcast at frame ${ev.frame}`, ev);
+        break;
+      case 'fallback':
+        peer.fallbacks.push({ peer: i, remotePeer: ev.peer, frame: ev.frame, reason: ev.reason, timeMs: ev.timeMs });
+        log(`[P2P Fallback] Player ${i}: P2P to player ${ev.peer} unusable (${ev.reason}) at frame ${ev.frame}, inputs go through the Socket.IO relay`, ev);
+        break;
+      case 'desync':
+        // the event's `peer` is the remote peer: keep it as remotePeer, `peer` = the reporting peer
+        peer.desyncs.push({ ...ev, peer: i, remotePeer: ev.peer });
+        // log the first desync per remote peer; later ones are only counted (see result.desyncEvents)
+        if (!peer.desyncLogged.has(ev.peer)) {
+          peer.desyncLogged.add(ev.peer);
+          log(`[P2P Desync] Player ${i}: state hash mismatch with player ${ev.peer} at frame ${ev.frame} (further desyncs with player ${ev.peer} are counted, not logged)`, ev);
+        }
+        break;
+      case 'nondeterminism':
+        peer.nondeterminism.push({ ...ev, peer: i });
+        log(`[SyncTest] Player ${i}: nondeterminism detected at frame ${ev.frame} (detected at frame ${ev.detectedAtFrame}, checkDistance ${ev.checkDistance})`, ev);
+        break;
+      case 'episodeEnd':
+        peer.episodeEnds.push(ev);
+        log(`[Episode] Player ${i}: episode ${ev.episode} ended at episode frame ${ev.episodeFrame}${ev.truncated ? ' (truncated)' : ''}`, ev);
+        break;
+      case 'rollback':
+        break;
+      case 'error':
+        peer.errors.push(ev);
+        log(`[P2P Error] Player ${i}: ${ev.reason} (frame ${ev.frame})`, ev);
+        break;
+      default:
+        peer.otherEvents[ev.type] = (peer.otherEvents[ev.type] || 0) + 1;
+        if (ev.type === 'interrupted' || ev.type === 'disconnected' || ev.type === 'reconnected' || ev.type === 'recovery') {
+          log(`[P2P Health] Player ${i}: ${ev.type} (player ${ev.peer})${ev.frame != null ? ` at frame ${ev.frame}` : ''}`, ev);
+        }
+    }
+  }
+
+  /** Confirmed action logs compared over the frames every peer has logged. */
+  compareLogs() {
+    const peers = this.peers;
+    const n = peers[0].sp.numActors;
+    const compared = Math.min(...peers.map((p) => p.sp.loggedUpTo)) + 1;
+    let identical = compared > 0 && peers.every((p) => !p.sp.logGap);
+    let firstMismatch = null;
+    const ref = peers[0].sp.log2.view(compared * n);
+    for (const p of peers.slice(1)) {
+      const v = p.sp.log2.view(compared * n);
+      if (v.length !== ref.length || !bytesEqual(v, ref, ref.length)) {
+        identical = false;
+        for (let f = 0; f < compared && firstMismatch === null; f++) {
+          if (!bytesEqual(v.subarray(f * n, f * n + n), ref.subarray(f * n, f * n + n), n)) firstMismatch = { peer: p.index, frame: f };
+        }
+      }
+    }
+    const hashes = peers.map((p) => (compared > 0 ? this.lib.hash(p.sp.log2.view(compared * n)) : null));
+    return { identical, compared: Math.max(0, compared), firstMismatch, hashes, gap: peers.some((p) => p.sp.logGap) };
+  }
+
+  destroy() {
+    for (const p of this.peers) {
+      try { p.sp.destroy(); } catch { /* ignore */ }
+    }
+  }
+}
+
 /**
  * Runs one session. Options (all optional): players (2..4, 2), profile ('wifi' | object),
- * overrides (netsim profile overrides), frames (900), fps (30), seed (1), env ('js'|'pyodide'),
+ * overrides (netsim profile overrides), frames (900: the most frames of one episode), episodes (1),
+ * endOnScore (0: episodes end only by truncation), fps (30), seed (1), env ('js'|'pyodide'),
  * inputDelay, cutP2PAt, restoreP2PAt, stallPeer {peer, ms, atFrame}, corruptAt, corruptPeer (1),
  * syncTest (checkDistance K), nondeterministic (pyodide only), onLog(line), onProgress(info),
  * lib (loaded p2psync lib), pyodide (a loaded Pyodide instance to share), engineConfig (extra
@@ -174,419 +425,189 @@ export async function runSession(options = {}) {
   const wallStart = performance.now();
   const lib = await loadLib(options);
   const profile = resolveProfile(o.profile, o.overrides);
-  const dt = 1000 / o.fps;
-  const netsim = new NetSim({ seed: o.seed, numPeers: o.players, profile: o.profile, overrides: o.overrides });
-  const phaseRng = createRng(mixSeed(o.seed, 'phase'));
-
-  // ---- envs
-  let pyodide = null;
-  const envs = [];
-  if (o.env === 'pyodide') {
-    pyodide = await loadPyodideInstance(options);
-    const { createPyodideEnv } = await import('./envs/pyodide_env.js');
-    for (let i = 0; i < o.players; i++) {
-      envs.push(await createPyodideEnv({ numPlayers: o.players, seed: u32(mixSeed(o.seed, 'env')) % 1000000, pyodide, nondeterministic: o.nondeterministic }));
-    }
-    if (o.nondeterministic) {
-      // the hidden RNG is module-level (shared by these envs): seed it, then redo the initial
-      // coin placement (it drew from the hidden RNG) so the session is reproducible
-      envs[0].seedHiddenRandom(u32(mixSeed(o.seed, 'hidden')));
-      for (const e of envs) e.reset();
-    }
-  } else {
-    const envSeed = u32(mixSeed(o.seed, 'env')) % 1000000;
-    for (let i = 0; i < o.players; i++) envs.push(createGridGame({ numPlayers: o.players, seed: envSeed }));
-  }
-
+  const envs = await createEnvs(o, options);
   const hashInterval = o.engineConfig.hashInterval ?? o.engineConfig.snapshotInterval ?? 5;
   const expectedDesyncFrame = o.corruptAt == null ? null : (Math.floor(o.corruptAt / hashInterval) + 1) * hashInterval;
-
-  const ctx = {
-    o, lib, netsim, dt, now: 0, peers: [], hashInterval,
-    dump: o.dumpTraffic ? await createTrafficDump(o.dumpTraffic, o.dumpLimit, lib) : null,
-    p2pCut: false,
-    faults: [],
-  };
-
-  // ---- peers
+  const engineConfig = { maxEpisodeFrames: o.frames, ...o.engineConfig };
+  if (o.inputDelay != null) engineConfig.inputDelay = o.inputDelay;
+  if (o.syncTest > 0) engineConfig.syncTest = { checkDistance: o.syncTest };
+  const corrupting = (i) => o.corruptAt != null && i === o.corruptPeer;
+  let world = null;
+  const faults = [];
   try {
-    for (let i = 0; i < o.players; i++) {
-      const cfg = { numPlayers: o.players, localPlayerIndex: i, ...o.engineConfig };
-      if (o.inputDelay != null) cfg.inputDelay = o.inputDelay;
-      if (o.syncTest > 0) cfg.syncTest = { checkDistance: o.syncTest };
-      const engine = new lib.SyncEngine(cfg);
-      const peer = {
-        index: i, ctx, engine, env: envs[i],
-        rng: createRng(mixSeed(o.seed, `policy${i}`)),
-        action: 0,
-        nextAt: phaseRng() * dt,
-        framesRun: 0, ticks: 0, stallTicks: 0, waitTicks: 0,
-        stallDone: false,
-        confirmedFrame: -1, verifiedFrame: -1, lastFrame: 0,
-        log: new ByteLog(), loggedUpTo: -1, logGap: null,
-        rollbackDepths: [], replayedFrames: 0,
-        desyncs: [], fallbacks: [], nondeterminism: [], otherEvents: {}, errors: [],
-        rx: {}, hashBroadcasts: 0, desyncLogged: new Set(),
-      };
-      engine.onOutgoing = (m) => sendOut(peer, m, netsim.now);
-      ctx.peers.push(peer);
-    }
-    netsim.onChannelChange = (a, b, open, now) => {
-      const A = ctx.peers[a].engine, B = ctx.peers[b].engine;
-      if (open) { A.onChannelOpen(b, now); B.onChannelOpen(a, now); }
-      else { A.onChannelClosed(b, now); B.onChannelClosed(a, now); }
-    };
-
-    const deliver = (to, from, path, payload, at) => deliverMessage(ctx, to, from, path, payload, at);
+    world = new SimWorld({
+      lib, envs, players: o.players, profile: o.profile, overrides: o.overrides, seed: o.seed, fps: o.fps, engineConfig,
+      episodes: o.episodes, actionChangeProb: o.actionChangeProb, onLog: o.onLog, keepData: 'session',
+      dump: o.dumpTraffic ? await createTrafficDump(o.dumpTraffic, o.dumpLimit, lib) : null,
+      // the corrupting peer steps replays one by one, so the corruption is re-applied in them
+      driverFor: (i) => ({ batchReplay: !corrupting(i) }),
+      envFor: (i, env) => (corrupting(i) ? corruptingEnv(env, o, () => world.peers[i]) : env),
+    });
+    const w = world;
+    const recordFault = (type, atFrame, extra = {}) => faults.push({
+      type, atFrame, virtualMs: w.now, ...extra,
+      framesRun: w.peers.map((p) => p.framesRun),
+      p2p: w.peers.map((p) => p.sp.engine.p2pMetrics),
+    });
     const stallMs = o.stallPeer ? o.stallPeer.ms : 0;
-    const maxVirtualMs = o.maxVirtualMs ?? (o.frames * dt * 4 + stallMs + 60000);
-    let cutDone = false, restoreDone = false, timedOut = false;
+    const maxVirtualMs = o.maxVirtualMs ?? (o.episodes * (o.frames * w.dt * 4 + 10000) + stallMs + 60000);
+    const totalFrames = o.episodes * o.frames;
+    let cutDone = false, restoreDone = false, stallDone = false, stallUntil = -1;
     let lastProgress = -1;
-    const peers = ctx.peers;
-
-    for (;;) {
-      let minRun = Infinity;
-      for (const p of peers) if (p.framesRun < minRun) minRun = p.framesRun;
-      if (minRun >= o.frames) break;
+    const finished = await w.runUntil(() => {
+      const minRun = w.minFramesRun();
       // faults keyed on frame counts of every peer
       if (!cutDone && o.cutP2PAt != null && minRun >= o.cutP2PAt) {
         cutDone = true;
-        ctx.p2pCut = true;
-        recordFault(ctx, 'cut-p2p', o.cutP2PAt);
-        netsim.cutP2P(); // onChannelChange -> onChannelClosed on both sides of every pair
-        o.onLog(`[Sim] P2P cut at t=${netsim.now.toFixed(0)}ms (every peer has executed >= ${o.cutP2PAt} frames)`);
+        recordFault('cut-p2p', o.cutP2PAt);
+        w.cutP2P(); // onChannelChange -> onChannelClosed on both sides of every pair
+        o.onLog(`[Sim] P2P cut at t=${w.now.toFixed(0)}ms (every peer has executed >= ${o.cutP2PAt} frames)`);
       }
       if (!restoreDone && o.restoreP2PAt != null && cutDone && minRun >= o.restoreP2PAt) {
         restoreDone = true;
-        ctx.p2pCut = false;
-        recordFault(ctx, 'restore-p2p', o.restoreP2PAt);
-        netsim.restoreP2P();
-        o.onLog(`[Sim] P2P restored at t=${netsim.now.toFixed(0)}ms`);
+        recordFault('restore-p2p', o.restoreP2PAt);
+        w.restoreP2P();
+        o.onLog(`[Sim] P2P restored at t=${w.now.toFixed(0)}ms`);
       }
-      // next tick
-      let peer = peers[0];
-      for (const p of peers) if (p.nextAt < peer.nextAt) peer = p;
-      const t = peer.nextAt;
-      if (t > maxVirtualMs) { timedOut = true; break; }
-      netsim.advanceTo(t, deliver);
-      ctx.now = t;
-      if (o.stallPeer && !peer.stallDone && peer.index === o.stallPeer.peer && peer.framesRun >= o.stallPeer.atFrame) {
-        peer.stallDone = true;
-        peer.nextAt = t + o.stallPeer.ms;
-        recordFault(ctx, 'stall-peer', o.stallPeer.atFrame, { peer: peer.index, ms: o.stallPeer.ms, virtualMs: t });
-        o.onLog(`[Sim] Player ${peer.index} stalls for ${o.stallPeer.ms}ms at frame ${peer.framesRun} (t=${t.toFixed(0)}ms)`);
-        continue;
+      if (o.stallPeer) {
+        const sp = w.peers[o.stallPeer.peer];
+        if (!stallDone && sp.framesRun >= o.stallPeer.atFrame) {
+          stallDone = true;
+          sp.paused = true;
+          stallUntil = w.now + o.stallPeer.ms;
+          recordFault('stall-peer', o.stallPeer.atFrame, { peer: sp.index, ms: o.stallPeer.ms, virtualMs: w.now });
+          o.onLog(`[Sim] Player ${sp.index} stalls for ${o.stallPeer.ms}ms at frame ${sp.framesRun} (t=${w.now.toFixed(0)}ms)`);
+        }
+        if (sp.paused && w.now >= stallUntil) sp.paused = false;
       }
-      stepPeer(peer);
-      peer.nextAt = t + dt;
-      if (minRun !== lastProgress && (minRun % 30 === 0)) {
+      if (minRun !== lastProgress && minRun % 30 === 0) {
         lastProgress = minRun;
-        o.onProgress({ frame: minRun, frames: o.frames, virtualMs: t, wallMs: performance.now() - wallStart });
+        o.onProgress({ frame: minRun, frames: totalFrames, virtualMs: w.now, wallMs: performance.now() - wallStart });
       }
-    }
-    o.onProgress({ frame: Math.min(...peers.map((p) => p.framesRun)), frames: o.frames, virtualMs: ctx.now, wallMs: performance.now() - wallStart, done: true });
-
-    return buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, pyodideUsed: !!pyodide });
+      return w.allFinished();
+    }, maxVirtualMs);
+    o.onProgress({ frame: w.minFramesRun(), frames: totalFrames, virtualMs: w.now, wallMs: performance.now() - wallStart, done: true });
+    const result = buildResult(w, o, { timedOut: !finished, wallStart, expectedDesyncFrame, profile, faults, pyodideUsed: o.env === 'pyodide' });
+    if (o.dataOut) result.dataFiles = await writeDataOut(o.dataOut, result, w);
+    return result;
   } finally {
-    for (const p of ctx.peers) {
-      try { p.engine.delete(); } catch { /* ignore */ }
-    }
+    if (world) world.destroy();
     for (const e of envs) {
       try { e.destroy && e.destroy(); } catch { /* ignore */ }
     }
   }
 }
 
-/** Remembers a fault with every peer's frame counters and p2pMetrics at that moment. */
-function recordFault(ctx, type, atFrame, extra = {}) {
-  ctx.faults.push({
-    type, atFrame, virtualMs: ctx.netsim.now, ...extra,
-    framesRun: ctx.peers.map((p) => p.framesRun),
-    p2p: ctx.peers.map((p) => p.engine.p2pMetrics),
-  });
-}
-
-// ------------------------------------------------------------------------------------------------
-// Network glue
-
-function sendOut(peer, m, now) {
-  const { netsim } = peer.ctx;
-  if (m.path === 'p2p') {
-    if (peer.ctx.p2pCut) return; // the page would not send on a closed channel
-    netsim.send(peer.index, m.to, 'p2p', m.bytes);
-  } else {
-    // the relay carries {event, data}; binary relay packets travel as data.bytes
-    const data = m.event === 'p2psync_packet' ? { to: m.to, bytes: m.bytes ?? (m.data && m.data.bytes) } : m.data;
-    netsim.send(peer.index, m.to, 'relay', { event: m.event, data });
-  }
-  void now;
-}
-
-function countRx(peer, key, r) {
-  const k = `${key}:${r}`;
-  peer.rx[k] = (peer.rx[k] || 0) + 1;
-}
-
-function deliverMessage(ctx, to, from, path, payload, at) {
-  const peer = ctx.peers[to];
-  const eng = peer.engine;
-  if (path === 'p2p') {
-    const r = eng.receive(payload, from, 'p2p', at);
-    countRx(peer, 'p2p', r);
-    if (ctx.dump) ctx.dump.add(payload);
-    return;
-  }
-  const { event, data } = payload;
-  let r;
-  switch (event) {
-    case 'pyodide_player_action': {
-      // the server relays it as 'pyodide_other_player_action' with `from` attached
-      const idx = playerIndexOf(ctx, data.player_id);
-      r = eng.receiveRelayInput(idx, data.frame_number, data.action, at, from);
-      break;
-    }
-    case 'p2p_state_sync':
-      r = eng.receiveRelayStateSync({ ...data, from }, from, at);
-      break;
-    case 'p2psync_packet':
-      r = eng.receive(data.bytes, from, 'relay', at);
-      if (ctx.dump) ctx.dump.add(data.bytes);
-      break;
-    default:
-      r = 'UNKNOWN_EVENT';
-  }
-  countRx(peer, event, r);
-}
-
-function playerIndexOf(ctx, playerId) {
-  const ids = ctx.o.engineConfig.playerIds;
-  if (Array.isArray(ids)) {
-    const i = ids.findIndex((x) => x === playerId || String(x) === String(playerId));
-    return i;
-  }
-  const n = Number(playerId);
-  return Number.isInteger(n) ? n : -1;
-}
-
-// ------------------------------------------------------------------------------------------------
-// One frame of one peer: the same logic as a page's step().
-
-/**
- * stepPeer(peer): one tick of peer `peer` at virtual time peer.ctx.now.
- *  1. plan = engine.advance(now, localAction, null, 0) (local action: seeded random policy that
- *     changes with probability actionChangeProb per tick, so remote predictions miss)
- *  2. send plan.outgoing (p2p -> netsim 'p2p' unless cut; relay -> netsim 'relay' {event, data})
- *  3. rollback: env.setState(snapshotText(loadFrame)), replay `count` frames (batched env.replay
- *     when available), saving the snapshots flagged by resnapshot(k) before stepping those frames
- *  4. RUN: save the pre-step snapshot when plan.saveSnapshot, then env.step(plan.actions)
- *  5. events -> console patterns / records; then append newly confirmed frames to the action log
- */
-export function stepPeer(peer) {
-  const ctx = peer.ctx;
-  const { o } = ctx;
-  const now = ctx.now;
-  const eng = peer.engine;
-  const env = peer.env;
-  peer.ticks++;
-  if (peer.rng() < o.actionChangeProb) peer.action = peer.rng.int(5);
-
-  // 1. plan (views into WASM memory: copy what is used after other engine calls)
-  const plan = eng.advance(now, peer.action, null, 0);
-  const status = plan.status;
-  const frame = plan.frame;
-  const saveSnap = plan.saveSnapshot;
-  const actions = status === 'RUN' ? plan.actions.slice() : null;
-  const confirmedFrame = plan.confirmedFrame;
-  peer.verifiedFrame = plan.verifiedFrame;
-  const events = plan.events;
-  let rb = null;
-  if (plan.rollback) {
-    const r = plan.rollback;
-    rb = { targetFrame: r.targetFrame, loadFrame: r.loadFrame, count: r.count, acts: new Array(r.count), flags: new Array(r.count) };
-    for (let k = 0; k < r.count; k++) { rb.acts[k] = r.actions(k).slice(); rb.flags[k] = r.resnapshot(k); }
-  }
-
-  // 2. outgoing (p2p byte views are copied by netsim.send before any other engine call)
-  for (const m of plan.outgoing) sendOut(peer, m, now);
-
-  // 3. rollback + replay
-  if (rb) replayFrames(peer, rb);
-
-  // 4. this frame
-  if (status === 'RUN') {
-    if (saveSnap) eng.saveSnapshot(frame, env.getState());
-    env.step(actions);
-    if (o.corruptAt === frame && peer.index === o.corruptPeer) {
-      env.corrupt();
-      if (!peer.corrupted) o.onLog(`[Sim] Player ${peer.index}: env corrupted after stepping frame ${frame}`);
-      peer.corrupted = true;
-    }
-    peer.framesRun++;
-    peer.lastFrame = frame;
-  } else if (status === 'STALL') {
-    peer.stallTicks++;
-  } else if (status === 'WAIT') {
-    peer.waitTicks++;
-  }
-
-  // 5. events
-  for (const ev of events) handleEvent(peer, ev, now);
-  peer.confirmedFrame = confirmedFrame;
-  collectLog(peer, confirmedFrame);
-  return status;
-}
-
-function replayFrames(peer, rb) {
-  const { o } = peer.ctx;
-  const eng = peer.engine;
-  const env = peer.env;
-  const text = eng.snapshotText(rb.loadFrame);
-  if (text === null) {
-    peer.errors.push({ type: 'snapshot-missing-js', frame: rb.loadFrame, targetFrame: rb.targetFrame });
-    return;
-  }
-  env.setState(text);
-  peer.replayedFrames += rb.count;
-  const S = rb.loadFrame;
-  // Split at the corrupted frame so its corruption is re-applied in the replay.
-  const cut = o.corruptAt != null && peer.index === o.corruptPeer && o.corruptAt >= S && o.corruptAt < S + rb.count
-    ? o.corruptAt - S + 1 : -1;
-  const segments = cut > 0 ? [[0, cut], [cut, rb.count]] : [[0, rb.count]];
-  for (const [a, b] of segments) {
-    if (b > a) {
-      if (typeof env.replay === 'function') {
-        const states = env.replay(rb.acts.slice(a, b), rb.flags.slice(a, b));
-        for (let k = 0; k < states.length; k++) if (states[k] != null) eng.saveSnapshot(S + a + k, states[k]);
-      } else {
-        for (let k = a; k < b; k++) {
-          if (rb.flags[k]) eng.saveSnapshot(S + k, env.getState());
-          env.step(rb.acts[k]);
-        }
+/** The env of the corrupting peer: its state is altered right after it steps frame corruptAt. */
+function corruptingEnv(env, o, peer) {
+  return {
+    getState: () => env.getState(),
+    setState: (s) => env.setState(s),
+    reset: (...a) => env.reset(...a),
+    rewards: () => env.rewards(),
+    step(actions, info) {
+      const r = env.step(actions, info);
+      if (info.frame === o.corruptAt) {
+        env.corrupt();
+        if (!peer().corrupted) o.onLog(`[Sim] Player ${peer().index}: env corrupted after stepping frame ${info.frame}`);
+        peer().corrupted = true;
       }
-    }
-    if (cut > 0 && b === cut) env.corrupt();
-  }
-}
-
-function handleEvent(peer, ev, now) {
-  const { o } = peer.ctx;
-  const i = peer.index;
-  switch (ev.type) {
-    case 'hashBroadcast':
-      peer.hashBroadcasts++;
-      o.onLog(`[P2P Sync] Player ${i} broadcast at frame ${ev.frame}`, ev);
-      break;
-    case 'fallback':
-      peer.fallbacks.push({ peer: i, remotePeer: ev.peer, frame: ev.frame, reason: ev.reason, timeMs: ev.timeMs ?? now });
-      o.onLog(`[P2P Fallback] Player ${i}: P2P to player ${ev.peer} unusable (${ev.reason}) at frame ${ev.frame}, inputs go through the Socket.IO relay`, ev);
-      break;
-    case 'desync': {
-      // the event's `peer` is the remote peer: keep it as remotePeer, `peer` = the reporting peer
-      peer.desyncs.push({ ...ev, peer: i, remotePeer: ev.peer });
-      // log the first desync per remote peer; later ones are only counted (see result.desyncEvents)
-      if (!peer.desyncLogged.has(ev.peer)) {
-        peer.desyncLogged.add(ev.peer);
-        o.onLog(`[P2P Desync] Player ${i}: state hash mismatch with player ${ev.peer} at frame ${ev.frame} (further desyncs with player ${ev.peer} are counted, not logged)`, ev);
-      }
-      break;
-    }
-    case 'nondeterminism':
-      peer.nondeterminism.push({ ...ev, peer: i });
-      o.onLog(`[SyncTest] Player ${i}: nondeterminism detected at frame ${ev.frame} (detected at frame ${ev.detectedAtFrame}, checkDistance ${ev.checkDistance})`, ev);
-      break;
-    case 'rollback':
-      peer.rollbackDepths.push(ev.rollbackFrames);
-      break;
-    case 'error':
-      peer.errors.push(ev);
-      o.onLog(`[P2P Error] Player ${i}: ${ev.reason} (frame ${ev.frame})`, ev);
-      break;
-    default:
-      peer.otherEvents[ev.type] = (peer.otherEvents[ev.type] || 0) + 1;
-      if (ev.type === 'interrupted' || ev.type === 'disconnected' || ev.type === 'reconnected' || ev.type === 'recovery') {
-        o.onLog(`[P2P Health] Player ${i}: ${ev.type} (player ${ev.peer})${ev.frame != null ? ` at frame ${ev.frame}` : ''}`, ev);
-      }
-  }
-}
-
-function collectLog(peer, confirmedFrame) {
-  if (peer.logGap || confirmedFrame <= peer.loggedUpTo) return;
-  const from = peer.loggedUpTo + 1;
-  const n = peer.engine.numActors;
-  const bytes = peer.engine.actionLog(from, confirmedFrame);
-  const got = bytes.length / n;
-  if (got > 0) { peer.log.append(bytes); peer.loggedUpTo = from + got - 1; }
-  if (got < confirmedFrame - from + 1) peer.logGap = { from: from + got, confirmedFrame };
+      return r;
+    },
+  };
 }
 
 // ------------------------------------------------------------------------------------------------
 // Result
 
-function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, pyodideUsed }) {
-  const { o, lib, peers, netsim } = ctx;
-  const n = peers[0].engine.numActors;
+function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profile, faults, pyodideUsed }) {
+  const { peers, netsim } = world;
+  const logs = world.compareLogs();
+  const actionLogsIdentical = logs.identical;
+  const compareFrames = logs.compared;
+  const firstLogMismatch = logs.firstMismatch;
+  const actionLogHashes = logs.hashes;
 
-  // action logs over frames 0 .. min confirmed
-  const commonConfirmed = Math.min(...peers.map((p) => p.loggedUpTo));
-  const compareFrames = commonConfirmed + 1;
-  let actionLogsIdentical = compareFrames > 0 && peers.every((p) => !p.logGap);
-  let firstLogMismatch = null;
-  const ref = peers[0].log.view(compareFrames * n);
-  for (const p of peers.slice(1)) {
-    const v = p.log.view(compareFrames * n);
-    if (v.length !== ref.length || !bytesEqual(v, ref, ref.length)) {
-      actionLogsIdentical = false;
-      for (let f = 0; f < compareFrames && firstLogMismatch === null; f++) {
-        if (!bytesEqual(v.subarray(f * n, f * n + n), ref.subarray(f * n, f * n + n), n)) firstLogMismatch = { peer: p.index, frame: f };
+  // episodes: end frames and final state hashes per peer
+  const maxEpisodes = Math.max(...peers.map((p) => p.sp.episodeResults.length));
+  const episodes = [];
+  const shared = peers[0].sp.data.sharedColumns;
+  const dataProblems = [];
+  for (let e = 0; e < maxEpisodes; e++) {
+    const res = peers.map((p) => p.sp.episodeResults[e] ?? null);
+    // the research data of episode e: shared columns equal on every peer, one row per frame,
+    // per-player reward columns summing to the env's own episode rewards
+    const csvs = peers.map((p) => (res[p.index] ? p.sp.data.exportEpisode(res[p.index].episode, { columns: shared }) : null));
+    const rowsByPeer = peers.map((p) => (res[p.index] ? p.sp.data.rowsOf(res[p.index].episode).length : null));
+    peers.forEach((p, i) => {
+      const r = res[i];
+      if (!r) return;
+      const rows = p.sp.data.rowsOf(r.episode);
+      if (rows.length !== r.episodeFrame + 1) dataProblems.push(`peer ${i} episode ${e}: ${rows.length} rows for ${r.episodeFrame + 1} frames`);
+      for (let q = 0; q < o.players; q++) {
+        const id = p.sp.data.ids[q];
+        const sum = rows.reduce((a, row) => a + row[`reward.${id}`], 0);
+        const env = r.rewards ? Number(r.rewards[q] ?? r.rewards[String(q)]) : NaN;
+        if (Number.isFinite(env) && sum !== env) dataProblems.push(`peer ${i} episode ${e}: reward.${id} sums to ${sum}, the env says ${env}`);
       }
-    }
+    });
+    episodes.push({
+      dataDigestByPeer: csvs.map((c) => (c === null ? null : world.lib.hash(c))),
+      rowsByPeer,
+      index: e,
+      endFramesByPeer: res.map((r) => (r ? r.frame : null)),
+      episodeEndFramesByPeer: res.map((r) => (r ? r.episodeFrame : null)),
+      frames: res[0] ? res[0].episodeFrame + 1 : null,
+      truncated: res.map((r) => (r ? !!r.truncated : null)),
+      finalStateHashes: res.map((r) => (r ? r.finalStateHash : null)),
+      rewards: res.map((r) => (r ? r.rewards : null)),
+    });
   }
-  const actionLogHashes = peers.map((p) => (compareFrames > 0 ? lib.hash(p.log.view(compareFrames * n)) : null));
-
-  // final state hashes at the newest common snapshot frame <= min(confirmed) + 1
-  const minConfirmed = Math.min(...peers.map((p) => p.confirmedFrame));
-  let finalStateFrame = null;
-  let finalStateHashes = peers.map(() => null);
-  for (let f = minConfirmed + 1; f >= Math.max(0, minConfirmed - 400); f--) {
-    const texts = peers.map((p) => p.engine.snapshotText(f));
-    if (texts.every((t) => t !== null)) {
-      finalStateFrame = f;
-      finalStateHashes = texts.map((t) => lib.hash(t));
-      break;
-    }
-  }
-  const finalHashesEqual = finalStateFrame !== null && finalStateHashes.every((h) => h === finalStateHashes[0]);
+  const last = episodes.length ? episodes[episodes.length - 1] : null;
+  const finalStateFrame = last ? last.endFramesByPeer[0] : null;
+  const finalStateHashes = last ? last.finalStateHashes : peers.map(() => null);
+  const allEnded = peers.every((p) => p.sp.episodesCompleted >= o.episodes);
+  const endsAgree = episodes.every((ep) => ep.endFramesByPeer.every((f) => f !== null && f === ep.endFramesByPeer[0]));
+  const hashesAgree = episodes.every((ep) => ep.finalStateHashes.every((h) => h !== null && h === ep.finalStateHashes[0]));
 
   // rollbacks (from the engines' rollback events: misprediction rollbacks, not sync-test ones)
-  const depths = peers.flatMap((p) => p.rollbackDepths);
+  const depths = peers.flatMap((p) => p.sp.rollbackDepths);
   const rollbacks = {
     count: depths.length,
     maxFrames: depths.length ? Math.max(...depths) : 0,
     p99Frames: percentile(depths, 99) ?? 0,
-    framesReplayed: peers.reduce((s, p) => s + p.replayedFrames, 0),
-    perPeer: peers.map((p) => p.rollbackDepths.length),
+    framesReplayed: peers.reduce((s, p) => s + p.sp.counters.framesReplayed, 0),
+    perPeer: peers.map((p) => p.sp.rollbackDepths.length),
   };
 
   const desyncEvents = peers.flatMap((p) => p.desyncs);
   const fallback = peers.flatMap((p) => p.fallbacks);
   const nondeterminism = peers.flatMap((p) => p.nondeterminism);
-  const p2p = peers.map((p) => p.engine.p2pMetrics);
-  const perPeer = peers.map((p) => p.engine.exportSessionMetrics());
+  const p2p = peers.map((p) => p.sp.engine.p2pMetrics);
+  const perPeer = peers.map((p) => p.sp.engine.exportSessionMetrics());
   const rewards = peers.map((p) => p.env.rewards());
-  const episodeSummaries = peers.map((p, i) => p.engine.episodeSummary(rewards[i]));
+  const episodeSummaries = peers.map((p) => p.sp.episodeSummaryLine ?? p.sp.engine.episodeSummary(p.env.rewards()));
   const recv = p2p.reduce((a, m) => ({ p2p: a.p2p + m.inputsReceivedViaP2P, relay: a.relay + m.inputsReceivedViaSocketIO }), { p2p: 0, relay: 0 });
   const p2pRatio = recv.p2p + recv.relay > 0 ? recv.p2p / (recv.p2p + recv.relay) : null;
 
   // verdict
   const reasons = [];
-  if (timedOut) reasons.push(`timed out: not every peer reached ${o.frames} frames within the virtual-time bound (frames run: ${peers.map((p) => p.framesRun).join('/')})`);
+  if (timedOut) reasons.push(`timed out: not every peer ended ${o.episodes} episode(s) within the virtual-time bound (episodes ended: ${peers.map((p) => p.sp.episodesCompleted).join('/')}, frames run: ${peers.map((p) => p.framesRun).join('/')})`);
+  else if (!allEnded) reasons.push(`not every peer ended ${o.episodes} episode(s): ${peers.map((p) => p.sp.episodesCompleted).join('/')}`);
+  if (!endsAgree) reasons.push(`episodes ended on different frames: ${JSON.stringify(episodes.map((e) => e.endFramesByPeer))}`);
+  if (mode0(o) === 'normal') {
+    const digestsDiffer = episodes.filter((e) => !e.dataDigestByPeer.every((d) => d !== null && d === e.dataDigestByPeer[0]));
+    if (digestsDiffer.length) reasons.push(`research data differs between peers in episode(s) ${digestsDiffer.map((e) => e.index).join(', ')}`);
+    if (dataProblems.length) reasons.push(`research data: ${dataProblems.slice(0, 3).join('; ')}`);
+  }
   if (!actionLogsIdentical) {
-    reasons.push(peers.some((p) => p.logGap) ? 'action log incomplete (confirmed frames left the engine ring before they were read)'
+    reasons.push(logs.gap ? 'action log incomplete (confirmed frames left the engine ring before they were read)'
       : compareFrames <= 0 ? 'no confirmed frames to compare' : `action logs differ (first at frame ${firstLogMismatch?.frame}, peer ${firstLogMismatch?.peer})`);
   }
-  const errors = peers.flatMap((p) => p.errors.map((e) => ({ peer: p.index, ...e })));
+  // (a corrupted peer's end may disagree with the others': its end-mismatch is expected)
+  const errors = peers.flatMap((p) => p.errors.filter((e) => o.corruptAt == null || e.reason !== 'end-mismatch').map((e) => ({ peer: p.index, ...e })));
   if (errors.length) reasons.push(`${errors.length} engine/runner error(s): ${errors.slice(0, 3).map((e) => e.reason || e.type).join(', ')}`);
-  const mode = o.corruptAt != null ? 'corrupt' : (o.syncTest > 0 && o.nondeterministic) ? 'nondeterminism' : 'normal';
+  const mode = mode0(o);
   let desyncDetected = null;
   if (mode === 'corrupt') {
     desyncDetected = peers.map((p) => p.desyncs.some((d) => d.frame === expectedDesyncFrame));
@@ -599,8 +620,8 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
   } else {
     if (desyncEvents.length) reasons.push(`${desyncEvents.length} unexpected desync event(s) (first at frame ${Math.min(...desyncEvents.map((d) => d.frame))})`);
     if (nondeterminism.length) reasons.push(`nondeterminism flagged at frame ${nondeterminism[0].frame}`);
-    if (finalStateFrame === null) reasons.push('no common snapshot frame to compare final states');
-    else if (!finalHashesEqual) reasons.push(`final state hashes differ at frame ${finalStateFrame}`);
+    if (!episodes.length) reasons.push('no episode ended: no final states to compare');
+    else if (!hashesAgree) reasons.push(`final state hashes differ: ${JSON.stringify(episodes.map((e) => e.finalStateHashes))}`);
   }
   const healthy = reasons.length === 0;
   const stalls = peers.reduce((s, p) => s + p.stallTicks, 0);
@@ -609,6 +630,8 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
   return {
     players: o.players,
     frames: o.frames,
+    episodesPlanned: o.episodes,
+    endOnScore: o.endOnScore,
     fps: o.fps,
     profile: profile.name,
     seed: o.seed,
@@ -620,9 +643,10 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
       reasons,
       expectedDesyncFrame,
       desyncDetectedByPeer: desyncDetected,
-      finalHashesEqual,
+      finalHashesEqual: episodes.length > 0 && hashesAgree,
       timedOut,
     },
+    episodes,
     actionLogsIdentical,
     comparedFrames: Math.max(0, compareFrames),
     firstLogMismatch,
@@ -638,24 +662,45 @@ function buildResult(ctx, { timedOut, wallStart, expectedDesyncFrame, profile, p
     p2p,
     fallback: fallback.map(({ peer, remotePeer, frame, reason }) => ({ peer, remotePeer, frame, reason })),
     nondeterminism,
-    faults: ctx.faults,
+    faults,
     errors,
     episodeSummaries,
     rewards,
     framesRun: peers.map((p) => p.framesRun),
-    finalFrames: peers.map((p) => p.engine.frame),
-    confirmedFrames: peers.map((p) => p.confirmedFrame),
-    verifiedFrames: peers.map((p) => p.verifiedFrame),
+    finalFrames: peers.map((p) => p.sp.engine.frame),
+    confirmedFrames: peers.map((p) => p.sp.confirmedFrame),
+    verifiedFrames: peers.map((p) => p.sp.verifiedFrame),
     ticks: peers.map((p) => ({ ticks: p.ticks, stalls: p.stallTicks, waits: p.waitTicks })),
     hashBroadcasts: peers.map((p) => p.hashBroadcasts),
-    received: peers.map((p) => p.rx),
+    received: peers.map((p) => p.sp.rx),
     network: netsim.stats(),
-    virtualMs: Math.round(ctx.now),
+    virtualMs: Math.round(world.now),
     wallMs: Math.round(performance.now() - wallStart),
-    trafficDump: ctx.dump ? ctx.dump.summary() : undefined,
+    trafficDump: world.dump ? world.dump.summary() : undefined,
     pyodide: pyodideUsed || undefined,
     perPeer,
   };
+}
+
+function mode0(o) {
+  return o.corruptAt != null ? 'corrupt' : (o.syncTest > 0 && o.nondeterministic) ? 'nondeterminism' : 'normal';
+}
+
+/** scripts/demo --data-out DIR: each peer's research data: the shared columns, and its local ones. */
+export async function writeDataOut(dir, result, world) {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  fs.mkdirSync(dir, { recursive: true });
+  const files = [];
+  for (const p of world.peers) {
+    const d = p.sp.data;
+    const shared = path.join(dir, `peer${p.index}.csv`);
+    fs.writeFileSync(shared, d.exportSession({ columns: d.sharedColumns }));
+    const local = path.join(dir, `peer${p.index}.local.csv`);
+    fs.writeFileSync(local, d.exportSession({ columns: ['episode', 'episodeFrame', 'frame', ...d.localColumns] }));
+    files.push(shared, local);
+  }
+  return files;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,172 +1,43 @@
-// The adversarial-peer suite through the real .wasm (web/p2psync.js): a small JS loop runs a live
-// session of two (or three) engines exactly like a page does (advance -> outgoing -> rollback /
-// replay -> snapshot -> step), over an in-memory link (lossy P2P, ordered relay). Each case sends
-// an attack into peer 0 and asserts:
+// The adversarial-peer suite through the real .wasm (web/p2psync.js): a live session of two (or
+// three) SessionPeers — the per-frame code a page runs (web/peer.js, web/driver.js) — over the
+// network simulator with the shared toy game (tests/node/helpers.mjs). Each case sends an attack
+// into peer 0's engine and asserts:
 //   * it is rejected with the named error (the string the glue returns);
-//   * the honest peers stay in sync: identical confirmed action logs, 0 desyncs, the confirmed
-//     frame never went back;
+//   * the honest peers stay in sync: identical confirmed action logs, 0 desyncs, no engine error,
+//     every step reported in plan order, the confirmed frame never went back;
 //   * memory is bounded: every engine's memoryBytes() is unchanged and the WASM heap did not grow.
 //   node --test tests/node/adversarial.test.mjs        (needs build/wasm: scripts/build wasm)
 import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadP2PSync } from '../../web/p2psync.js';
+import { loadLib, toyWorld, runChecked, assertInSync, describeWorld } from './helpers.mjs';
 
 let lib;
-before(async () => { lib = await loadP2PSync(); });
+before(async () => { lib = await loadLib(); });
 
-const FRAME_MS = 1000 / 30;
-
-function rngOf(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-// Deterministic toy game: a rolling hash of every action.
-class Game {
-  constructor() { this.f = 0; this.h = 2166136261; }
-  step(actions) {
-    for (let i = 0; i < actions.length; i++) this.h = Math.imul(this.h ^ (actions[i] + 31 * i), 16777619) >>> 0;
-    this.f++;
+/** A live session of `players` SessionPeers; peer 0 is the victim of every attack. */
+class Live {
+  constructor({ players = 2, seed = 1, loss = 0.08, game = {} } = {}) {
+    // P2P: 25 ± 10 ms one way, lossy; the relay: reliable and ordered, 20 ms slower.
+    this.w = toyWorld({ lib, players, seed, profile: 'wifi', overrides: { rttMs: 50, jitterMs: 20, loss, relayExtraRttMs: 40 }, game });
   }
-  getState() { return JSON.stringify({ f: this.f, h: this.h }); }
-  setState(text) { const s = JSON.parse(text); this.f = s.f; this.h = s.h; }
-}
-
-/** A live session of `players` engines; peer 0 is the victim of every attack. */
-class Mini {
-  constructor({ players = 2, seed = 1, loss = 0.08 } = {}) {
-    this.players = players;
-    this.rng = rngOf(seed);
-    this.loss = loss;
-    this.now = 0;
-    this.queue = [];
-    this.seq = 0;
-    this.relayLast = new Map();
-    this.peers = [];
-    for (let i = 0; i < players; i++) {
-      const engine = new lib.SyncEngine({ numPlayers: players, localPlayerIndex: i });
-      const peer = { index: i, engine, game: new Game(), action: 0, log: [], loggedUpTo: -1, confirmed: -1,
-        desyncs: 0, errors: [], memory: engine.memoryBytes(), episodeStart: 0, pendingLogReset: false };
-      engine.onOutgoing = (m) => this.send(i, m);
-      this.peers.push(peer);
-    }
-  }
-
-  get victim() { return this.peers[0].engine; }
+  get victim() { return this.w.peers[0].sp.engine; }
   get frame() { return this.victim.frame; }
-
-  send(from, m) {
-    const targets = m.to >= 0 ? [m.to] : this.peers.map((p) => p.index).filter((t) => t !== from);
-    for (const to of targets) {
-      if (m.path === 'p2p') {
-        if (this.rng() < this.loss) continue;
-        this.push(this.now + 15 + this.rng() * 20, { to, from, path: 'p2p', bytes: m.bytes.slice() });
-      } else {
-        const key = `${from}>${to}`;
-        const at = Math.max(this.now + 40, (this.relayLast.get(key) ?? 0) + 0.001);
-        this.relayLast.set(key, at);
-        const data = m.event === 'p2psync_packet' ? { bytes: (m.bytes ?? m.data.bytes).slice() } : m.data;
-        this.push(at, { to, from, path: 'relay', event: m.event, data });
-      }
-    }
-  }
-  push(at, d) { d.at = at; d.seq = this.seq++; this.queue.push(d); }
-
-  deliver(d) {
-    const e = this.peers[d.to].engine;
-    if (d.path === 'p2p') return e.receive(d.bytes, d.from, 'p2p', d.at);
-    if (d.event === 'p2psync_packet') return e.receive(d.data.bytes, d.from, 'relay', d.at);
-    // As the server relays them: renamed, with the sender's index attached.
-    const event = d.event === 'pyodide_player_action' ? 'pyodide_other_player_action' : d.event;
-    return e.receiveRelay(event, { ...d.data, from: d.from }, d.from, d.at);
-  }
-
-  stepPeer(p) {
-    const e = p.engine;
-    if (this.rng() < 0.2) p.action = Math.floor(this.rng() * 5);
-    const plan = e.advance(this.now, p.action);
-    const status = plan.status;
-    const frame = plan.frame;
-    const save = plan.saveSnapshot;
-    const actions = status === 'RUN' ? plan.actions.slice() : null;
-    const confirmed = plan.confirmedFrame;
-    let rb = null;
-    if (plan.rollback) {
-      const r = plan.rollback;
-      rb = { load: r.loadFrame, acts: [], flags: [] };
-      for (let k = 0; k < r.count; k++) { rb.acts.push(r.actions(k).slice()); rb.flags.push(r.resnapshot(k)); }
-    }
-    if (p.pendingLogReset) { p.loggedUpTo = plan.episodeStart - 1; p.pendingLogReset = false; }
-    for (const ev of plan.events) {
-      if (ev.type === 'desync') p.desyncs++;
-      if (ev.type === 'error') p.errors.push(ev);
-    }
-    for (const m of plan.outgoing) this.send(p.index, m);
-    if (rb) {
-      const text = e.snapshotText(rb.load);
-      if (text === null) throw new Error(`peer ${p.index}: snapshot ${rb.load} missing for a rollback`);
-      p.game.setState(text);
-      for (let k = 0; k < rb.acts.length; k++) {
-        if (rb.flags[k]) e.saveSnapshot(rb.load + k, p.game.getState());
-        p.game.step(rb.acts[k]);
-      }
-    }
-    if (status === 'RUN') {
-      if (save) e.saveSnapshot(frame, p.game.getState());
-      p.game.step(actions);
-    }
-    if (confirmed < p.confirmed && !p.episodeChanged) throw new Error(`peer ${p.index}: confirmed frame went back`);
-    p.episodeChanged = false;
-    p.confirmed = confirmed;
-    if (confirmed > p.loggedUpTo) {
-      const bytes = e.actionLog(p.loggedUpTo + 1, confirmed);
-      for (const b of bytes) p.log.push(b);
-      p.loggedUpTo += bytes.length / e.numActors;
-    }
-  }
-
-  /** One frame period: deliver what is due, then every peer steps once. */
-  tick() {
-    this.now += FRAME_MS;
-    this.queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
-    while (this.queue.length && this.queue[0].at <= this.now) this.deliver(this.queue.shift());
-    for (const p of this.peers) this.stepPeer(p);
-  }
-
-  run(frames) { for (let k = 0; k < frames; k++) this.tick(); }
-
+  get now() { return this.w.now; }
+  /** Runs `frames` frame periods (the confirmed frames checked after every tick). */
+  run(frames) { runChecked(this.w, frames); }
+  tick() { this.run(1); }
   /** The victim receives attacker bytes as if from `from`. */
   attack(bytes, from = 1, via = 'p2p') { return this.victim.receive(Uint8Array.from(bytes), from, via, this.now); }
-
   /** Runs `more` frames, then the honest-peer checks. */
   finish(more = 240) {
     this.run(more);
-    const n = Math.min(...this.peers.map((p) => p.log.length));
-    assert.ok(n >= (this.frame - this.logBase() - 40) * this.peers[0].engine.numActors, `logs cover the session (${n})`);
-    for (const p of this.peers.slice(1)) {
-      assert.deepEqual(p.log.slice(0, n), this.peers[0].log.slice(0, n), `peer ${p.index}'s confirmed log equals peer 0's`);
-    }
-    for (const p of this.peers) {
-      assert.equal(p.desyncs, 0, `peer ${p.index}: no desync`);
-      assert.deepEqual(p.errors, [], `peer ${p.index}: no engine error`);
-      assert.equal(p.engine.memoryBytes(), p.memory, `peer ${p.index}: memoryBytes unchanged`);
-      const m = p.engine.exportSessionMetrics();
-      assert.equal(m.sync.desyncs, 0);
-      assert.ok(m.session.verifiedFrame > this.frame - 60, `peer ${p.index}: hashes verified near the end (${m.session.verifiedFrame})`);
-    }
+    assertInSync(this.w, { minCompared: this.frame - 40, verifiedWithin: 60 });
   }
-  logBase() { return this.peers[0].logBase ?? 0; }
-
-  delete() { for (const p of this.peers) p.engine.delete(); }
+  delete() { this.w.destroy(); }
 }
 
 function live(opts = {}, warmup = 240) {
-  const s = new Mini(opts);
+  const s = new Live(opts);
   s.run(warmup);
   return s;
 }
@@ -241,9 +112,8 @@ describe('adversarial peer (real .wasm, live two-engine session)', () => {
     const past = s.frame - 400;
     assert.equal(s.attack(lib.encode({ type: 'INPUT', playerIndex: 1, frame: past, inputs: [{ frame: past, action: 4 }] })), 'OUT_OF_WINDOW');
     // Conflict: a different action for a frame peer 0 has confirmed.
-    const c = s.peers[0].confirmed - 2;
-    const k = c * 2 + 1;  // numActors = 2: player 1's byte of frame c
-    const real = s.peers[0].log[k];
+    const c = s.w.peers[0].sp.confirmedFrame - 2;
+    const real = s.w.peers[0].sp.actionLogBytes(c, c)[1];  // numActors = 2: player 1's byte of frame c
     assert.ok(real !== undefined, 'the confirmed frame is in the log');
     const before = s.victim.actionLog(c - 3, c);
     const fake = (real + 1) % 5;
@@ -269,7 +139,7 @@ describe('adversarial peer (real .wasm, live two-engine session)', () => {
     const s = live({ seed: 5 }, 900);
     assert.equal(s.attack([0x12, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), 'BAD_RANGE');
     assert.equal(s.attack([0x12, ...u32be(10), ...u32be(5)]), 'BAD_RANGE');
-    const rel = s.frame - s.peers[0].episodeStart;
+    const rel = s.frame - s.w.peers[0].sp.episodeStart;
     const future = Math.floor((rel + 10000) / 5) * 5;
     assert.equal(s.attack(lib.encode({ type: 'STATE_HASH', frame: future, digest: 'badbadbadbadbad0' })), 'OUT_OF_WINDOW');
     assert.equal(s.attack(lib.encode({ type: 'STATE_HASH', frame: 5, digest: 'badbadbadbadbad0' })), 'UNVERIFIABLE');
@@ -281,30 +151,21 @@ describe('adversarial peer (real .wasm, live two-engine session)', () => {
   });
 
   test('EPISODE_READY / EPISODE_END for a past episode are STALE_EPISODE', () => {
-    const s = live({ seed: 6 }, 200);
+    // episode 0 ends on the game's state (its step of episode frame 220 terminates); the next
+    // episode starts by itself once the end is synced (SessionPeer), and never ends
     const endFrame = 220;
-    for (let guard = 0; guard < 5000 && s.peers.some((p) => !p.reset); guard++) {
-      s.tick();
-      for (const p of s.peers) {
-        if (p.reset) continue;
-        if (p.engine.frame > endFrame) p.engine.endEpisode(endFrame, s.now);
-        try {
-          p.engine.resetEpisode();  // throws until the episode end is synced
-          p.reset = true;
-          p.game = new Game();
-          p.episodeChanged = true;
-          p.pendingLogReset = true;
-        } catch { /* not synced yet */ }
-      }
+    const s = live({ seed: 6, game: { endAt: (st) => st.ep === 0 && st.f > endFrame } }, 200);
+    const began = s.w.runUntil(() => s.w.peers.every((p) => p.sp.episode === 1), s.now + 20000);
+    assert.ok(began, `both peers began episode 1: ${describeWorld(s.w)}`);
+    for (const p of s.w.peers) {
+      assert.equal(p.sp.episodeResults.length, 1);
+      assert.equal(p.sp.episodeResults[0].frame, endFrame, 'episode 0 ended on the frame whose step terminated');
+      assert.equal(p.sp.episodeResults[0].truncated, false);
     }
-    assert.ok(s.peers.every((p) => p.reset), 'both peers began episode 1');
     s.run(200);
     const start = s.victim.exportSessionMetrics().session.episodeStart;
     assert.ok(start > endFrame, `episode 1 starts after the end of episode 0 (${start})`);
-    // From here on, compare the logs from a frame both peers have logged.
-    const common = Math.min(...s.peers.map((q) => q.loggedUpTo));
-    assert.ok(common >= start + 100);
-    for (const p of s.peers) { p.log = []; p.loggedUpTo = common; p.logBase = common + 1; }
+    assert.ok(Math.min(...s.w.peers.map((p) => p.sp.loggedUpTo)) >= start + 100, 'episode 1 frames are confirmed');
     assert.equal(s.attack(lib.encode({ type: 'EPISODE_READY', episode: 0, digest: '1111222233334444' })), 'STALE_EPISODE');
     assert.equal(s.attack(lib.encode({ type: 'EPISODE_READY', episode: 0xffffffff, digest: '1111222233334444' })), 'STALE_EPISODE');
     assert.equal(s.attack(lib.encode({ type: 'EPISODE_END', frame: 10, episode: 0 })), 'STALE_EPISODE');

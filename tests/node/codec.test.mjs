@@ -1,8 +1,10 @@
 // The wire codec through the real .wasm (web/p2psync.js): hand-written golden vectors, every
-// truncation, every decode error code, and encode refusals naming the field.
+// truncation, every decode error code, and encode refusals naming the field; the layout table the
+// JS reads its constants from (lib.layout); engine events decoded from their binary records.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadP2PSync } from '../../web/p2psync.js';
+import { toyWorld, describeWorld } from './helpers.mjs';
 
 const lib = await loadP2PSync();
 
@@ -119,4 +121,148 @@ test('hash is XXH3-64 as 16 lowercase hex; canonical mode ignores key order and 
   assert.equal(a, b);
   assert.notEqual(lib.hash('{"b":1.00000001,"a":[1,2]}'), lib.hash('{"a":[1,2],"b":1.0}'));
   assert.throws(() => lib.hash('{not json', { floatDigits: 6 }), TypeError);
+});
+
+// ------------------------------------------------------------------------------------------------
+// The layout table: every offset, enum and name JS uses comes from lib.layout (declared once in
+// C++), never from a copy in JS.
+
+test('lib.layout is what encode / decode / receive / advance produce', () => {
+  const L = lib.layout;
+  // message types: the names encode accepts and decode returns, the type byte on the wire
+  assert.deepEqual({ ...lib.TYPES }, L.messageTypes);
+  const types = new Set();
+  for (const [name, bytes, msg] of GOLDEN) {
+    assert.equal(lib.encode(msg)[0], L.messageTypes[msg.type], name);
+    assert.equal(bytes[0], L.messageTypes[msg.type], name);
+    types.add(lib.decode(new Uint8Array(bytes)).type);
+  }
+  assert.deepEqual([...types].sort(), Object.keys(L.messageTypes).sort());
+  // decode errors: the names decode returns are the table's
+  for (const bytes of [[], [0x08], [0x01, 0, 1], [0x04, 0], [0x02, 0x7F, 0xF8, 0, 0, 0, 0, 0, 0]]) {
+    const { error } = lib.decode(new Uint8Array(bytes));
+    assert.ok(L.decodeErrors.includes(error) && error !== L.decodeErrors[0], `${error} is a named decode error`);
+  }
+  // the limits: entries per packet and packet bytes
+  const entries = (n) => Array.from({ length: n }, (_, i) => ({ frame: 100 + i, action: 1 }));
+  const lim = L.limits;
+  assert.ok(lib.encode({ type: 'INPUT', playerIndex: 1, frame: 99 + lim.maxInputsPerPacket, inputs: entries(lim.maxInputsPerPacket) }));
+  assert.throws(() => lib.encode({ type: 'INPUT', playerIndex: 1, frame: 100 + lim.maxInputsPerPacket, inputs: entries(lim.maxInputsPerPacket + 1) }), /inputs/);
+  assert.ok(lib.encode({ type: 'INPUT_RESPONSE', playerIndex: 1, inputs: entries(lim.maxResponseInputs) }));
+  assert.throws(() => lib.encode({ type: 'INPUT_RESPONSE', playerIndex: 1, inputs: entries(lim.maxResponseInputs + 1) }), /inputs/);
+  // a plan: request kinds, step flags and status names are the table's
+  assert.deepEqual({ ...lib.REQUEST }, { LOAD: L.requestKinds.indexOf('load'), SAVE: L.requestKinds.indexOf('save'), ADVANCE: L.requestKinds.indexOf('advance') });
+  assert.deepEqual({ ...lib.STEP }, { TERMINATED: L.stepFlags.terminated, TRUNCATED: L.stepFlags.truncated, REWARDS: L.stepFlags.rewards });
+  const e = new lib.SyncEngine({ localPlayerIndex: 0, numPlayers: 2, inputDelay: 0 });
+  try {
+    assert.equal(e.layout, L);
+    const plan = e.advance(0, 3);
+    assert.ok(L.status.includes(plan.status) && plan.status === 'RUN');
+    assert.deepEqual([...Array(plan.requests).keys()].map((i) => L.requestKinds[plan.kind(i)]), ['save', 'advance']);
+    assert.deepEqual([plan.frameOf(0), plan.frameOf(1), plan.isReplay(1)], [0, 0, false]);
+    assert.deepEqual([...plan.actionsOf(1)], [3, 0]);
+    assert.equal(plan.predictedMaskOf(1), 0b10, 'player 1 predicted');
+    // receive results are the table's names
+    const seen = new Set();
+    const rx = (bytes, from = 1) => { const r = e.receive(bytes, from, 'p2p', 1); seen.add(r); return r; };
+    rx(lib.encode({ type: 'KEEPALIVE' }));
+    rx(new Uint8Array(0));
+    rx(lib.encode({ type: 'INPUT', playerIndex: 0, frame: 1, inputs: [{ frame: 1, action: 1 }] }));
+    assert.equal(rx(new Uint8Array(lim.maxPacketBytes + 1).fill(0x04)), 'OVERSIZED');
+    assert.notEqual(rx(new Uint8Array(lim.maxPacketBytes).fill(0x04)), 'OVERSIZED');
+    for (const r of seen) assert.ok(L.rxResults.includes(r), r);
+    assert.ok(seen.has('OK') && seen.has('EMPTY') && seen.has('SPOOFED_PLAYER'));
+  } finally {
+    e.delete();
+  }
+});
+
+test('the JS names come from the module\'s table: a module with renamed names yields the renamed names', async () => {
+  const real = (await import('../../build/wasm/p2psync.mjs')).default;
+  const renamed = await loadP2PSync({
+    moduleFactory: async (args) => {
+      const M = await real(args);
+      const layout = M.layout;
+      M.layout = () => {
+        const L = JSON.parse(layout());
+        for (const k of ['rxResults', 'decodeErrors', 'status', 'eventTypes', 'fields']) L[k] = L[k].map((n) => `x_${n}`);
+        return JSON.stringify(L);
+      };
+      return M;
+    },
+  });
+  assert.deepEqual(renamed.decode(new Uint8Array([0x01, 0, 1])), { error: 'x_TRUNCATED' });
+  assert.deepEqual(renamed.decode(new Uint8Array([0x04])), { type: 'KEEPALIVE' });
+  const e = new renamed.SyncEngine({ localPlayerIndex: 0, numPlayers: 2 });
+  try {
+    assert.equal(e.advance(0, 0).status, 'x_RUN');
+    assert.equal(e.receive(renamed.encode({ type: 'KEEPALIVE' }), 1, 'p2p', 1), 'x_OK');
+    assert.equal(e.receive(new Uint8Array(0), 1, 'p2p', 1), 'x_EMPTY');
+    e.onChannelClosed(1, 2);
+    const evs = e.takeEvents();
+    const fb = evs.find((ev) => ev.type === 'x_fallback');
+    assert.ok(fb, JSON.stringify(evs));
+    assert.equal(fb.x_reason, 'channel-closed');
+    assert.equal(fb.x_peer, 1);
+  } finally {
+    e.delete();
+  }
+});
+
+// ------------------------------------------------------------------------------------------------
+// Events cross as binary records: decoded in JS, every field kind, equal to the C++ JSON of the
+// same record (the metrics export keeps desync and fallback events as Event::toJson()).
+
+test('events decode with every field kind (number, bool, null, hex64, text, json), as C++ reads them', () => {
+  // Two pages over the network simulator; P2P closed from the start (a fallback, hashes over the
+  // relay with action counts); peer 1 starts from another state (a READY mismatch and desyncs);
+  // the episode is truncated after 120 frames (terminal / episodeEnd).
+  const w = toyWorld({ lib, seed: 3, profile: 'mobile', engineConfig: { maxEpisodeFrames: 120 }, episodes: 1, gameFor: (i) => ({ seed: i === 1 ? 42 : 0 }) });
+  try {
+    w.cutP2P();
+    w.runUntil(() => w.minFramesRun() >= 40, 60000);
+    // a forged hash with action counts for a hash frame peer 0 has not hashed yet: its desync
+    // carries a non-empty action-count diff (a json field)
+    const victim = w.peers[0].sp.engine;
+    const f = (Math.floor(w.peers[0].sp.frame / 5) + 3) * 5;
+    const forged = { game_id: 'p2psync', sender_id: 1, frame_number: f, state_hash: '0123456789abcdef', action_counts: { 0: { 4: 999 } } };
+    assert.equal(victim.receiveRelayStateSync(forged, 1, w.now), 'OK');
+    w.runUntil(() => w.allFinished(), 60000);
+    assert.ok(w.allFinished(), describeWorld(w));
+
+    const kinds = new Set();
+    const kindOf = (v) => (v === null ? 'null' : typeof v === 'boolean' ? 'bool' : typeof v === 'number' ? 'number'
+      : typeof v === 'object' ? 'json' : /^[0-9a-f]{16}$/.test(v) ? 'hex64' : 'text');
+    for (const p of w.peers) {
+      const m = p.sp.engine.exportSessionMetrics();
+      const mine = (type) => p.events.filter((ev) => ev.type === type);
+      // (SessionPeer adds summary, finalStateHash and rewards to the episodeEnd events it passes on)
+      const added = new Set(['type', 'summary', 'finalStateHash', 'rewards']);
+      for (const ev of p.events) {
+        assert.ok(lib.layout.eventTypes.includes(ev.type), ev.type);
+        for (const [k, v] of Object.entries(ev)) if (!added.has(k)) { assert.ok(lib.layout.fields.includes(k), k); kinds.add(kindOf(v)); }
+      }
+      // desync and fallback records: the JS decode equals the C++ decode of the same record
+      assert.ok(mine('desync').length > 2, `peer ${p.index}: desyncs`);
+      assert.deepEqual(mine('desync'), m.sync.desyncEvents.slice(0, mine('desync').length));
+      assert.deepEqual(mine('fallback'), m.quality.fallback.events);
+      const ready = mine('desync').find((ev) => ev.source === 'ready');
+      assert.ok(ready && ready.frame === 0 && ready.actionCountDiff === null, `peer ${p.index}: the READY mismatch`);
+      assert.match(ready.localHash, /^[0-9a-f]{16}$/);
+      assert.notEqual(ready.localHash, ready.remoteHash);
+      assert.ok(mine('desync').some((ev) => ev.actionCountDiff && typeof ev.actionCountDiff === 'object'), 'a relay hash carried action counts');
+      assert.deepEqual(mine('fallback').map((ev) => [ev.reason, ev.latencyMs]), [['channel-closed', null]]);
+      // bool: the engine truncated the episode (maxEpisodeFrames)
+      assert.deepEqual(mine('terminal').map((ev) => [ev.frame, ev.truncated]), [[119, true]]);
+      assert.deepEqual(mine('episodeEnd').map((ev) => [ev.frame, ev.episodeFrame, ev.truncated]), [[119, 119, true]]);
+      assert.ok(mine('hashBroadcast').every((ev) => typeof ev.resend === 'boolean' && /^[0-9a-f]{16}$/.test(ev.hash)));
+    }
+    const forgedDesync = w.peers[0].events.find((ev) => ev.type === 'desync' && ev.frame === f && ev.remoteHash === forged.state_hash);
+    assert.ok(forgedDesync, 'the forged hash was compared');
+    assert.equal(typeof forgedDesync.actionCountDiff, 'object');
+    assert.ok(Object.keys(forgedDesync.actionCountDiff).length > 0, JSON.stringify(forgedDesync));
+    assert.deepEqual([...kinds].sort(), [...lib.layout.fieldKinds].sort(), 'every field kind was decoded');
+  } finally {
+    w.destroy();
+  }
 });

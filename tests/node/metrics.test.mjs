@@ -1,5 +1,5 @@
-// Research metrics through the real .wasm: short two-engine sessions driven by a small JS loop
-// (virtual time, an in-memory lossy P2P path and a reliable relay), then both engines'
+// Research metrics through the real .wasm: short two-page sessions (SessionPeers with the shared toy
+// game over the network simulator in virtual time, tests/node/helpers.mjs), then both engines'
 // exportSessionMetrics() validated against web/session-metrics.schema.json with ajv. The schema is
 // strict: a renamed or an extra field must fail. The p2pMetrics getter carries exactly the
 // reference client's seven field names.
@@ -8,7 +8,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import Ajv from 'ajv';
-import { loadP2PSync } from '../../web/p2psync.js';
+import { loadLib, toyWorld, corruptAfter, describeWorld, FRAME_MS } from './helpers.mjs';
 
 const SCHEMA_URL = new URL('../../web/session-metrics.schema.json', import.meta.url);
 const SEED_NAMES = ['inputsReceivedViaP2P', 'inputsReceivedViaSocketIO', 'inputsSentViaP2P', 'inputsSentViaSocketIO',
@@ -19,7 +19,7 @@ let schema;
 let validate;
 
 before(async () => {
-  lib = await loadP2PSync();
+  lib = await loadLib();
   schema = JSON.parse(await readFile(SCHEMA_URL, 'utf8'));
   assert.match(schema.$schema, /draft-07/, 'the schema declares draft-07 (plain Ajv)');
   const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
@@ -34,187 +34,66 @@ function errorsOf(metrics) {
   return validate(metrics) ? [] : validate.errors;
 }
 
-// ---------------------------------------------------------------------------------- a toy env
-// Deterministic unless `nondeterministic` (then every step also mixes a call counter in, so a
-// replay of the same frame gives another state: what sync-test mode must flag).
-class ToyEnv {
-  constructor(actors, { nondeterministic = false } = {}) {
-    this.actors = actors;
-    this.nondeterministic = nondeterministic;
-    this.calls = 0;
-    this.reset();
-  }
-  reset() {
-    this.frame = 0;
-    this.h = 2166136261;
-    this.pos = new Array(this.actors).fill(0);
-  }
-  step(actions) {
-    for (let i = 0; i < this.actors; i++) {
-      const a = actions[i];
-      this.h = Math.imul(this.h ^ (a + 31 * i), 16777619) >>> 0;
-      this.pos[i] += [0, 1, -1, 7, -7][a % 5];
-    }
-    if (this.nondeterministic) this.h = (this.h + ++this.calls) >>> 0;
-    this.frame++;
-  }
-  state() { return JSON.stringify({ frame: this.frame, h: this.h, pos: this.pos }); }
-  load(text) {
-    const j = JSON.parse(text);
-    this.frame = j.frame;
-    this.h = j.h;
-    this.pos = j.pos.slice();
-  }
-}
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // ---------------------------------------------------------------------------------- a session
 /**
- * Two pages over a virtual network. Options: frames, seed, config (extra SyncConfig keys), loss
- * (P2P), p2pMs, relayMs, corrupt {peer, frame} (alter the env after stepping that frame, also in
- * replays), endAt (episode frame after which both envs terminate), nondeterministicPeer,
- * faults: [{atFrame, run(peers, now)}] (run once when every page has executed atFrame frames).
+ * Two pages over the network simulator (SessionPeers with the shared toy game, helpers.mjs).
+ * Options: frames, seed, config (extra SyncConfig keys), loss (P2P), p2pMs (mean one-way P2P
+ * latency; ± 20 ms), relayMs (one-way relay latency), corrupt {peer, frame} (alter the env after
+ * stepping that frame, also in replays), endAt (the step of that episode frame terminates the
+ * episode; the session then plays that one episode), nondeterministicPeer, alterInitial (that
+ * peer starts from another state), faults: [{atFrame, run(world)}] (run once when every page has
+ * executed atFrame frames). Returns the world (its peers: world.peers[i].sp).
  */
-function runSession(opts = {}) {
-  const { frames = 300, seed = 1, config = {}, loss = 0.1, p2pMs = 60, relayMs = 80, corrupt = null, endAt = -1,
+function twoPages(opts = {}) {
+  const { frames = 300, seed = 1, config = {}, loss = 0.1, p2pMs = 80, relayMs = 80, corrupt = null, endAt = -1,
     nondeterministicPeer = -1, faults = [], alterInitial = -1 } = opts;
-  const dt = 1000 / 30;
-  const rng = mulberry32(seed);
-  const queue = [];
-  let seq = 0;
-  let now = 0;
-  const relayLast = new Map();
-  const closed = new Set(); // P2P channels the pages consider closed, as "from>to"
-  const peers = [0, 1].map((i) => ({
-    i,
-    engine: new lib.SyncEngine({ numPlayers: 2, localPlayerIndex: i, ...config }),
-    env: new ToyEnv(2, { nondeterministic: i === nondeterministicPeer }),
-    action: 0,
-    nextAt: (i * dt) / 2,
-    framesRun: 0,
-    events: [],
-    ended: false,
-    episodeEnds: 0,
-  }));
-  if (alterInitial >= 0) peers[alterInitial].env.pos[0] = 42;  // a different initial state
-
-  function send(from, m) {
-    const to = m.to >= 0 ? m.to : 1 - from;
-    if (m.path === 'p2p') {
-      if (closed.has(`${from}>${to}`)) return;
-      if (rng() < loss) return;
-      queue.push({ at: now + p2pMs + rng() * 40, seq: seq++, from, to, path: 'p2p', bytes: m.bytes.slice() });
-    } else {
-      const key = `${from}>${to}`;
-      const at = Math.max(now + relayMs, (relayLast.get(key) ?? 0) + 0.001);
-      relayLast.set(key, at);
-      const data = m.event === 'p2psync_packet' ? { from, bytes: (m.bytes ?? m.data.bytes).slice() } : { ...m.data, from };
-      // the server relays pyodide_player_action as pyodide_other_player_action, with "from"
-      const event = m.event === 'pyodide_player_action' ? 'pyodide_other_player_action' : m.event;
-      queue.push({ at, seq: seq++, from, to, path: 'relay', event, data });
-    }
-  }
-  for (const p of peers) p.engine.onOutgoing = (m) => send(p.i, m);
-
-  function deliver(d) {
-    const e = peers[d.to].engine;
-    const r = d.path === 'p2p' ? e.receive(d.bytes, d.from, 'p2p', now) : e.receiveRelay(d.event, d.data, d.from, now);
-    assert.equal(typeof r, 'string');
-  }
-
-  function stepGame(p, frame, actions) {
-    p.env.step(actions);
-    if (corrupt && p.i === corrupt.peer && frame === corrupt.frame) p.env.h = (p.env.h ^ 0xdeadbeef) >>> 0;
-  }
-
-  function step(p) {
-    const e = p.engine;
-    if (rng() < 0.25) p.action = Math.floor(rng() * 5);
-    const plan = e.advance(now, p.action);
-    const term = endAt >= 0 ? plan.episodeStart + endAt : -1;
-    if (plan.rollback) {
-      const rb = plan.rollback;
-      const load = rb.loadFrame;
-      const count = rb.count;
-      const acts = [];
-      const resnap = [];
-      for (let k = 0; k < count; k++) {
-        acts.push(Array.from(rb.actions(k)));
-        resnap.push(rb.resnapshot(k));
-      }
-      p.env.load(e.snapshotText(load));
-      for (let k = 0; k < count; k++) {
-        const f = load + k;
-        if (term >= 0 && f > term) break;
-        if (resnap[k]) e.saveSnapshot(f, p.env.state());
-        stepGame(p, f, acts[k]);
-        if (f === term) e.endEpisode(f, now);
-      }
-    }
-    if (plan.status === 'RUN') {
-      const f = plan.frame;
-      const actions = Array.from(plan.actions);
-      if (term >= 0 && f > term) {
-        e.endEpisode(term, now);
-      } else {
-        if (plan.saveSnapshot) e.saveSnapshot(f, p.env.state());
-        stepGame(p, f, actions);
-        p.framesRun++;
-        if (f === term) e.endEpisode(f, now);
-      }
-    }
-    for (const m of plan.outgoing) send(p.i, m);
-    for (const ev of plan.events) {
-      p.events.push(ev);
-      if (ev.type === 'episodeEnd') p.episodeEnds++;
-    }
-  }
-
+  const w = toyWorld({
+    lib, seed, profile: 'lan',
+    overrides: { rttMs: 2 * p2pMs, jitterMs: 40, loss, relayExtraRttMs: 2 * relayMs - 2 * p2pMs, relayJitterMs: 0 },
+    engineConfig: config, actionChangeProb: 0.25, episodes: endAt >= 0 ? 1 : Infinity,
+    game: endAt >= 0 ? { endAt } : {},
+    gameFor: (i) => ({ nondeterministic: i === nondeterministicPeer, seed: i === alterInitial ? 42 : 0 }),
+    envFor: (i, env) => (corrupt && i === corrupt.peer ? corruptAfter(env, corrupt.frame) : env),
+  });
   const pending = faults.map((f) => ({ ...f, done: false }));
-  for (let guard = 0; guard < frames * 20; guard++) {
-    const minRun = Math.min(...peers.map((p) => p.framesRun));
-    const allEnded = endAt >= 0 && peers.every((p) => p.episodeEnds > 0);
-    if (minRun >= frames || allEnded) break;
+  const finished = w.runUntil(() => {
+    const minRun = w.minFramesRun();
     for (const f of pending) {
       if (!f.done && minRun >= f.atFrame) {
         f.done = true;
-        f.run(peers, now, closed);
+        f.run(w);
       }
     }
-    const p = peers[0].nextAt <= peers[1].nextAt ? peers[0] : peers[1];
-    const t = p.nextAt;
-    queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
-    while (queue.length && queue[0].at <= t) {
-      const d = queue.shift();
-      now = Math.max(now, d.at);
-      deliver(d);
-      queue.sort((a, b) => a.at - b.at || a.seq - b.seq);
-    }
-    now = t;
-    step(p);
-    p.nextAt = t + dt;
-  }
+    return endAt >= 0 ? w.allFinished() : minRun >= frames;
+  }, frames * FRAME_MS * 20);
+  assert.ok(finished, `the session ran its ${endAt >= 0 ? 'episode' : `${frames} frames`}: ${describeWorld(w)}`);
+  const peers = w.peers.map((p) => ({ i: p.index, engine: p.sp.engine, sp: p.sp }));
+  peers.world = w;
   return peers;
 }
 
 function cleanup(peers) {
-  for (const p of peers) p.engine.delete();
+  peers.world.destroy();
+}
+
+/** The engines' packet counters agree with what the network carried, per path and direction. */
+function assertWireAgrees(peers) {
+  const net = peers.world.netsim;
+  for (const p of peers) {
+    const o = 1 - p.i;
+    const m = p.engine.exportSessionMetrics().inputs;
+    for (const [path, name] of [['p2p', 'P2P'], ['relay', 'SocketIO']]) {
+      const out = net.linkStats(p.i, o, path), inn = net.linkStats(o, p.i, path);
+      assert.equal(m[`packetsSentVia${name}`], out.sent + out.refused, `peer ${p.i}: ${path} packets sent = what the network was handed`);
+      assert.equal(m[`packetsReceivedVia${name}`], inn.delivered, `peer ${p.i}: ${path} packets received = what the network delivered`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------- tests
 
 test('a lossy two-engine session: both exports validate against the schema', () => {
-  const peers = runSession({ frames: 300, seed: 7, loss: 0.15 });
+  const peers = twoPages({ frames: 300, seed: 7, loss: 0.15 });
   try {
     for (const p of peers) {
       const m = p.engine.exportSessionMetrics();
@@ -238,6 +117,7 @@ test('a lossy two-engine session: both exports validate against the schema', () 
     assert.ok(b.inputs.receivedViaP2P + b.inputs.receivedViaSocketIO <= a.inputs.sentViaP2P + a.inputs.sentViaSocketIO);
     assert.equal(b.inputs.firstDelivery.p2p, b.inputs.receivedViaP2P);
     assert.equal(b.inputs.firstDelivery.relay, b.inputs.receivedViaSocketIO);
+    assertWireAgrees(peers);
   } finally {
     cleanup(peers);
   }
@@ -245,17 +125,12 @@ test('a lossy two-engine session: both exports validate against the schema', () 
 
 test('fallback, desync, episode end and sync-test nondeterminism records validate too', () => {
   // fallback (channel closed) + a corrupted state (desync events) + an episode end with summary
-  const peers = runSession({
+  const peers = twoPages({
     frames: 400, seed: 3, loss: 0.05, config: { sendPolicy: 'dual', gameId: 'room-1', playerIds: ['alice', 'bob'] },
     corrupt: { peer: 1, frame: 100 }, endAt: 220,
     faults: [{
       atFrame: 60,
-      run(ps, now, closed) {
-        closed.add('0>1');
-        closed.add('1>0');
-        ps[0].engine.onChannelClosed(1, now);
-        ps[1].engine.onChannelClosed(0, now);
-      },
+      run(w) { w.cutP2P(); },  // both channels close: each engine gets onChannelClosed
     }],
   });
   try {
@@ -285,7 +160,7 @@ test('fallback, desync, episode end and sync-test nondeterminism records validat
   }
 
   // a READY digest mismatch: a desync record at frame 0 from the READY exchange
-  const rd = runSession({ frames: 40, seed: 9, alterInitial: 1 });
+  const rd = twoPages({ frames: 40, seed: 9, alterInitial: 1 });
   try {
     for (const p of rd) {
       const m = p.engine.exportSessionMetrics();
@@ -299,7 +174,7 @@ test('fallback, desync, episode end and sync-test nondeterminism records validat
   }
 
   // sync-test mode over a nondeterministic env: a nondeterminism record
-  const st = runSession({ frames: 60, seed: 5, loss: 0, config: { syncTest: { checkDistance: 3 } }, nondeterministicPeer: 0 });
+  const st = twoPages({ frames: 60, seed: 5, loss: 0, config: { syncTest: { checkDistance: 3 } }, nondeterministicPeer: 0 });
   try {
     const m = st[0].engine.exportSessionMetrics();
     check(m, 'sync-test peer');
@@ -312,7 +187,7 @@ test('fallback, desync, episode end and sync-test nondeterminism records validat
 });
 
 test('the schema is strict: renamed, extra or mistyped fields fail', () => {
-  const peers = runSession({ frames: 120, seed: 11 });
+  const peers = twoPages({ frames: 120, seed: 11 });
   try {
     const m = peers[0].engine.exportSessionMetrics();
     check(m, 'baseline');
@@ -332,6 +207,8 @@ test('the schema is strict: renamed, extra or mistyped fields fail', () => {
       ['lateMargin with 64 bins', (x) => { x.inputs.lateMargin.counts.pop(); }],
     ];
     assert.ok(m.rollbacks.events.length > 0, 'the baseline has rollback events to rename');
+    // the rejected codes the schema allows are the engine's receive results (its layout table) but OK
+    assert.deepEqual([...schema.properties.rejected.propertyNames.enum].sort(), lib.layout.rxResults.filter((r) => r !== 'OK').sort());
     for (const [name, mutate] of mutations) {
       const x = structuredClone(m);
       mutate(x);
@@ -343,7 +220,7 @@ test('the schema is strict: renamed, extra or mistyped fields fail', () => {
 });
 
 test('p2pMetrics getter: exactly the seven reference names, the same values as the export', () => {
-  const peers = runSession({ frames: 90, seed: 2, config: { sendPolicy: 'dual' } });
+  const peers = twoPages({ frames: 90, seed: 2, config: { sendPolicy: 'dual' } });
   try {
     for (const p of peers) {
       const pm = p.engine.p2pMetrics;
@@ -355,6 +232,7 @@ test('p2pMetrics getter: exactly the seven reference names, the same values as t
       assert.equal(pm.connectionType, 'unknown');
       // under "dual" every local input goes out on both paths
       assert.equal(pm.inputsSentViaP2P, pm.inputsSentViaSocketIO);
+      assertWireAgrees(peers);
       p.engine.setConnectionType('relay');
       assert.equal(p.engine.p2pMetrics.connectionType, 'relay');
       assert.throws(() => p.engine.setConnectionType('turn'));

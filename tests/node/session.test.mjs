@@ -1,5 +1,8 @@
 // Multi-peer sessions over the network simulator, every peer running the real .wasm engine
-// (web/sim_session.js), plus the main job's CLI (scripts/demo --json).
+// (web/sim_session.js), plus the main job's CLI (scripts/demo --json). A session is episodes that
+// end by truncation after `frames` frames (the engine's maxEpisodeFrames) or by the env; these
+// sessions play one truncated episode unless they say otherwise (tests/node/episodes.test.mjs
+// has the multi-episode sweeps).
 //   node --test tests/node/session.test.mjs        (needs build/wasm: scripts/build wasm)
 // Budget: well under 60 s on 2 cores. One p2psync module and ONE Pyodide instance (shared by the
 // Python-env sessions; every session still gives each peer its own env object) for the whole file.
@@ -18,25 +21,43 @@ before(async () => { lib = await loadP2PSync(); });
 
 function summary(r) {
   return JSON.stringify({
-    healthy: r.healthy, reasons: r.verdict.reasons, framesRun: r.framesRun, confirmed: r.confirmedFrames,
-    desyncs: r.desyncs, finalStateFrame: r.finalStateFrame, finalStateHashes: r.finalStateHashes,
-    rollbacks: r.rollbacks, stalls: r.stalls, waits: r.waits, fallback: r.fallback, errors: r.errors.slice(0, 3),
+    healthy: r.healthy, reasons: r.verdict.reasons, episodes: r.episodes, framesRun: r.framesRun, confirmed: r.confirmedFrames,
+    desyncs: r.desyncs, rollbacks: r.rollbacks, stalls: r.stalls, waits: r.waits, fallback: r.fallback, errors: r.errors.slice(0, 3),
   });
 }
 
-/** The consistency every normal session must show. */
+/**
+ * The consistency every normal one-episode session must show: the engine truncates the episode
+ * after `frames` frames (runSession's maxEpisodeFrames) on every peer, never runs a frame past
+ * it, and every peer confirmed the same actions and reached the same final state.
+ */
 function assertConsistent(r, frames) {
   const s = summary(r);
   assert.equal(r.verdict.timedOut, false, `session did not finish: ${s}`);
-  assert.ok(r.framesRun.every((f) => f >= frames), `every peer executed ${frames} frames: ${s}`);
+  assert.equal(r.episodesPlanned, 1);
+  assert.equal(r.episodes.length, 1, `one episode: ${s}`);
+  const [ep] = r.episodes;
+  assert.equal(ep.index, 0);
+  assert.deepEqual(ep.endFramesByPeer, r.framesRun.map(() => frames - 1), `every peer ended on frame ${frames - 1}: ${s}`);
+  assert.deepEqual(ep.episodeEndFramesByPeer, ep.endFramesByPeer, 'the first episode starts at session frame 0');
+  assert.equal(ep.frames, frames);
+  assert.ok(ep.truncated.every((t) => t === true), `truncated by the frame limit: ${s}`);
+  assert.deepEqual(r.framesRun, r.framesRun.map(() => frames), `every peer executed exactly ${frames} frames (none past the end): ${s}`);
+  assert.equal(r.finalStateFrame, frames - 1);
+  assert.ok(ep.finalStateHashes.every((h) => /^[0-9a-f]{16}$/.test(h) && h === ep.finalStateHashes[0]), `final hashes equal: ${s}`);
+  assert.deepEqual(r.finalStateHashes, ep.finalStateHashes);
+  assert.ok(ep.rewards.every((x) => JSON.stringify(x) === JSON.stringify(ep.rewards[0])), `equal rewards: ${s}`);
   assert.equal(r.actionLogsIdentical, true, `action logs identical: ${s}`);
-  assert.ok(r.comparedFrames >= frames - 60, `most frames confirmed and compared (${r.comparedFrames}): ${s}`);
+  assert.equal(r.comparedFrames, frames, `every frame of the episode confirmed and compared: ${s}`);
   assert.equal(r.desyncs, 0, `no desync: ${s}`);
   assert.deepEqual(r.nondeterminism, [], `no nondeterminism: ${s}`);
-  assert.notEqual(r.finalStateFrame, null, `a common final frame exists: ${s}`);
-  assert.ok(r.finalStateFrame >= frames - 60, `final frame ${r.finalStateFrame} near the end: ${s}`);
-  assert.ok(r.finalStateHashes.every((h) => /^[0-9a-f]{16}$/.test(h) && h === r.finalStateHashes[0]), `final hashes equal: ${s}`);
   assert.deepEqual(r.errors, [], `no engine/runner errors: ${s}`);
+  for (const m of r.perPeer) {
+    assert.equal(m.session.badStepReports, 0, 'every step reported in plan order');
+    assert.equal(m.session.unreportedSteps, 0);
+    assert.equal(m.session.terminalFrame, frames - 1);
+    assert.deepEqual(m.episodes.map((e) => e.frame), [frames - 1]);
+  }
   assert.equal(r.healthy, true, `healthy: ${s}`);
 }
 
@@ -116,6 +137,8 @@ describe('faults (JS env)', () => {
       }
       assert.ok(r.desyncEvents.every((d) => d.frame >= 405), 'nothing before the corruption');
       assert.notEqual(r.finalStateHashes[1], r.finalStateHashes[0]);
+      // the corruption changes the state, not the inputs: the episode still ends on one frame
+      assert.deepEqual(r.episodes[0].endFramesByPeer, r.framesRun.map(() => 599), s);
       assert.equal(r.healthy, true, `the expected desync makes the corrupt run healthy: ${s}`);
     }
   });
@@ -160,6 +183,21 @@ describe('Python env in Pyodide (one shared instance)', () => {
       assertConsistent(r, 300);
     });
 
+  test('episodes the Python env ends itself (end_on_score, batched replays in Python): every episode on one frame', async () => {
+    const r = await runSession({ lib, pyodide, env: 'pyodide', players: 2, profile: 'mobile', inputDelay: 0, endOnScore: 3, episodes: 2, frames: 900, seed: 9 });
+    const s = summary(r);
+    assert.equal(r.healthy, true, s);
+    assert.equal(r.episodes.length, 2, s);
+    for (const ep of r.episodes) {
+      assert.equal(ep.endFramesByPeer[0], ep.endFramesByPeer[1], s);
+      assert.equal(ep.finalStateHashes[0], ep.finalStateHashes[1], s);
+      assert.deepEqual(ep.truncated, [false, false], `ended by the env's score condition: ${s}`);
+      assert.ok(Object.values(ep.rewards[0]).some((v) => v >= 3), s);
+    }
+    assert.equal(r.actionLogsIdentical, true, s);
+    assert.ok(r.rollbacks.framesReplayed > 0, 'replays went through the Python env');
+  });
+
   test("profile 'bad', 600 frames: identical logs and final hashes", async () => {
     const r = await runSession({ lib, pyodide, env: 'pyodide', players: 2, profile: 'bad', seed: 8, frames: 600 });
     assertConsistent(r, 600);
@@ -195,9 +233,13 @@ describe('CLI', () => {
     assert.equal(r.desyncs, 0);
     assert.equal(r.finalStateHashes.length, 2);
     assert.equal(r.finalStateHashes[0], r.finalStateHashes[1]);
-    for (const k of ['rollbacks', 'stalls', 'waits', 'p2p', 'fallback', 'nondeterminism', 'perPeer', 'verdict', 'desyncEvents']) assert.ok(k in r, k);
-    // the session itself (scripts/demo may first have to rebuild the .wasm, which is not timed here)
-    assert.ok(r.wallMs < 30000, `default session well under a minute (${r.wallMs} ms)`);
+    for (const k of ['rollbacks', 'stalls', 'waits', 'p2p', 'fallback', 'nondeterminism', 'perPeer', 'verdict', 'desyncEvents', 'wallMs']) assert.ok(k in r, k);
+    // one episode (the default), truncated after 900 frames on both peers
+    assert.equal(r.episodesPlanned, 1);
+    assert.equal(r.episodes.length, 1);
+    assert.deepEqual(r.episodes[0].endFramesByPeer, [899, 899]);
+    assert.deepEqual(r.episodes[0].truncated, [true, true]);
+    assert.equal(r.episodes[0].frames, 900);
   });
 
   test('demo-cli: bad arguments exit 2; an unhealthy session exits 1', async () => {

@@ -8,7 +8,9 @@
 //    a bump, and it stays.
 //  * Then, in actor order, an actor standing on a coin collects it (+1 score; for players this is
 //    also the step reward) and the coin respawns at a free cell drawn from the state's xorshift32 RNG.
-//  * done when maxFrames > 0 and frame ≥ maxFrames (default maxFrames 0 = never done).
+//  * The episode ends (terminated) when endOnScore > 0 and a player's score reaches endOnScore —
+//    a condition on the simulated state, so a late input can move it — and is cut (truncated)
+//    when maxFrames > 0 and frame ≥ maxFrames.
 //
 // getState() is canonical JSON text: keys sorted, no spaces — byte-identical to Python's
 // json.dumps(state, sort_keys=True, separators=(',', ':')) for the same (integer-only) data.
@@ -108,13 +110,15 @@ function textOf(s) {
 
 /**
  * createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 16, height = 12, numCoins = 3,
- *                  maxFrames = 0 }) → adapter:
- *   step(actions)            actions: Uint8Array | number[] (players then bots; missing = noop)
+ *                  maxFrames = 0, endOnScore = 0 }) → adapter (the driver.js env interface):
+ *   step(actions) → {terminated, truncated, rewards}   actions: Uint8Array | number[] (players then
+ *                            bots; missing = noop); rewards: this step's reward per actor
  *   getState() → string      canonical JSON
  *   setState(state)          string | Uint8Array (UTF-8 JSON) | state object
  *   reset(seed?)             back to frame 0 (seed defaults to the current episode's seed)
- *   replay(framesActions, saveFlags?) → (string|null)[]   steps every action array; entry i is the
- *                            pre-step state of replayed frame i when saveFlags[i] (or saveFlags(i)) is truthy
+ *   replay(framesActions, saveFlags?) → {states, results}   steps every action array, and stops after
+ *                            the first step that ends the episode; states[i] is the pre-step state of
+ *                            frame i when saveFlags[i] (or saveFlags(i)) is truthy, results[i] its step result
  *   rewards() → { '0': score, ... }   cumulative per-player episode scores
  *   lastRewards() → number[]           per-player rewards of the last step
  *   botActions() → number[]            deterministic greedy bot policy for the current state
@@ -122,7 +126,7 @@ function textOf(s) {
  *   render() → string        ASCII picture
  *   frame, done, numPlayers, numBots, numActors (getters); state (the live state object)
  */
-export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 16, height = 12, numCoins = 3, maxFrames = 0 } = {}) {
+export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 16, height = 12, numCoins = 3, maxFrames = 0, endOnScore = 0 } = {}) {
   if (!Number.isInteger(numPlayers) || numPlayers < 1 || numPlayers > 8) throw new RangeError('grid_game: numPlayers must be 1..8');
   if (!Number.isInteger(numBots) || numBots < 0 || numBots > 8) throw new RangeError('grid_game: numBots must be 0..8');
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 4 || height < 4) throw new RangeError('grid_game: width/height must be integers ≥ 4');
@@ -172,8 +176,8 @@ export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 
   function init(sd) {
     const pos = startPositions();
     S = {
-      bots: [], coins: [], frame: 0, height, max_frames: maxFrames, num_bots: numBots, num_players: numPlayers,
-      players: [], rng: seedState(sd), seed: Number(sd) >>> 0, width,
+      bots: [], coins: [], end_on_score: endOnScore, frame: 0, height, max_frames: maxFrames, num_bots: numBots,
+      num_players: numPlayers, players: [], rng: seedState(sd), seed: Number(sd) >>> 0, width,
     };
     for (let i = 0; i < numPlayers; i++) S.players.push({ reward: 0, score: 0, x: pos[i][0], y: pos[i][1] });
     for (let i = 0; i < numBots; i++) S.bots.push({ score: 0, x: pos[numPlayers + i][0], y: pos[numPlayers + i][1] });
@@ -183,8 +187,16 @@ export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 
 
   function actorAt(i) { return i < numPlayers ? S.players[i] : S.bots[i - numPlayers]; }
 
+  function terminated() {
+    if (!(S.end_on_score > 0)) return false;
+    for (const p of S.players) if (p.score >= S.end_on_score) return true;
+    return false;
+  }
+  function truncated() { return S.max_frames > 0 && S.frame >= S.max_frames; }
+
   function step(actions) {
     const P = S.players;
+    const before = S.bots.map((b) => b.score);
     for (let i = 0; i < numPlayers; i++) P[i].reward = 0;
     for (let i = 0; i < numActors; i++) {
       let a = actions && i < actions.length ? actions[i] | 0 : 0;
@@ -213,6 +225,10 @@ export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 
       }
     }
     S.frame += 1;
+    const rewards = new Array(numActors);
+    for (let i = 0; i < numPlayers; i++) rewards[i] = P[i].reward;
+    for (let b = 0; b < numBots; b++) rewards[numPlayers + b] = S.bots[b].score - before[b];
+    return { terminated: terminated(), truncated: truncated(), rewards };
   }
 
   function getState() { return canonicalJSON(S); }
@@ -223,20 +239,24 @@ export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 
     if (!obj || typeof obj !== 'object' || !Array.isArray(obj.players) || !Array.isArray(obj.bots) || !Array.isArray(obj.coins)) {
       throw new TypeError('grid_game: bad state');
     }
-    if (obj.players.length !== numPlayers || obj.bots.length !== numBots || obj.width !== width || obj.height !== height) {
+    if (obj.players.length !== numPlayers || obj.bots.length !== numBots || obj.width !== width || obj.height !== height ||
+        typeof obj.end_on_score !== 'number') {
       throw new RangeError('grid_game: state does not match this game configuration');
     }
     S = obj;
   }
 
   function replay(framesActions, saveFlags) {
-    const out = new Array(framesActions.length).fill(null);
+    const states = new Array(framesActions.length).fill(null);
+    const results = [];
     for (let i = 0; i < framesActions.length; i++) {
       const want = typeof saveFlags === 'function' ? saveFlags(i) : saveFlags && saveFlags[i];
-      if (want) out[i] = getState();
-      step(framesActions[i]);
+      if (want) states[i] = getState();
+      const r = step(framesActions[i]);
+      results.push(r);
+      if (r.terminated || r.truncated) break;
     }
-    return out;
+    return { states, results };
   }
 
   function rewards() {
@@ -286,7 +306,7 @@ export function createGridGame({ numPlayers = 2, numBots = 0, seed = 1, width = 
     render,
     destroy() {},
     get frame() { return S.frame; },
-    get done() { return S.max_frames > 0 && S.frame >= S.max_frames; },
+    get done() { return terminated() || truncated(); },
     get state() { return S; },
     numPlayers,
     numBots,

@@ -6,7 +6,8 @@ Rules (integer-only state; the RNG state is part of the state):
   * movement resolved sequentially in actor order; a move into a wall or another actor is a bump.
   * then, in actor order, an actor on a coin collects it (+1 score, players also +1 step reward)
     and the coin respawns at a free cell drawn from the state's own RNG.
-  * done when max_frames > 0 and frame >= max_frames.
+  * the episode ends (terminated) when end_on_score > 0 and a player's score reaches end_on_score,
+    and is cut (truncated) when max_frames > 0 and frame >= max_frames.
 
 The RNG is a 48-bit LCG (java.util.Random constants) kept as a plain int in the state: values stay
 below 2**53, so the JSON state survives a JavaScript JSON.parse without precision loss.
@@ -37,7 +38,8 @@ def _seed_rng(seed):
 class GridWorld:
     """Deterministic gridworld. All state lives in get_state()."""
 
-    def __init__(self, num_players=2, num_bots=0, seed=1, width=16, height=12, num_coins=3, max_frames=0):
+    def __init__(self, num_players=2, num_bots=0, seed=1, width=16, height=12, num_coins=3, max_frames=0,
+                 end_on_score=0):
         if not (1 <= num_players <= 8):
             raise ValueError("num_players must be 1..8")
         if not (0 <= num_bots <= 8):
@@ -53,6 +55,7 @@ class GridWorld:
         self.height = int(height)
         self.num_coins = int(num_coins)
         self.max_frames = int(max_frames)
+        self.end_on_score = int(end_on_score)
         self.reset(seed)
 
     # --- RNG (part of the state) -------------------------------------------------------------
@@ -120,8 +123,9 @@ class GridWorld:
         """Hook for subclasses, called at the start of every step."""
 
     def step(self, actions):
-        """actions: sequence of ints (players then bots; missing = noop). Returns per-player rewards."""
+        """actions: sequence of ints (players then bots; missing = noop). Returns per-actor rewards."""
         self._pre_step()
+        before = [b["score"] for b in self.bots]
         for p in self.players:
             p["reward"] = 0
         actors = self._actors()
@@ -151,12 +155,13 @@ class GridWorld:
                         actor["reward"] += 1
                     self._place_coin(c)
         self.frame += 1
-        return [p["reward"] for p in self.players]
+        return [p["reward"] for p in self.players] + [b["score"] - s for b, s in zip(self.bots, before)]
 
     def get_state(self):
         return {
             "bots": [dict(b) for b in self.bots],
             "coins": [list(c) for c in self.coins],
+            "end_on_score": self.end_on_score,
             "frame": self.frame,
             "height": self.height,
             "max_frames": self.max_frames,
@@ -178,6 +183,7 @@ class GridWorld:
         self.coins = [list(c) for c in state["coins"]]
         self.frame = int(state["frame"])
         self.max_frames = int(state["max_frames"])
+        self.end_on_score = int(state["end_on_score"])
         self.rng = int(state["rng"])
         self.seed = int(state["seed"])
 
@@ -191,8 +197,16 @@ class GridWorld:
         return [p["reward"] for p in self.players]
 
     @property
-    def done(self):
+    def terminated(self):
+        return self.end_on_score > 0 and any(p["score"] >= self.end_on_score for p in self.players)
+
+    @property
+    def truncated(self):
         return self.max_frames > 0 and self.frame >= self.max_frames
+
+    @property
+    def done(self):
+        return self.terminated or self.truncated
 
     def corrupt(self):
         self.players[0]["score"] += 1
@@ -230,9 +244,15 @@ class _Bridge:
     def __init__(self, env):
         self.env = env
 
+    def _result(self, rewards):
+        """A step result as one short string (cheap to hand to JS): 'T U r0 r1 ...' with T/U the
+        terminated/truncated flags (0/1) and the per-actor rewards."""
+        env = self.env
+        return " ".join([str(int(env.terminated)), str(int(env.truncated))] + [str(r) for r in rewards])
+
     def step(self, *actions):
         """step(a0, a1, ...) — ints passed as separate arguments (cheap JS→Python conversion)."""
-        self.env.step(actions)
+        return self._result(self.env.step(actions))
 
     def step_get_state(self, *actions):
         self.env.step(actions)
@@ -249,7 +269,9 @@ class _Bridge:
 
     def replay(self, flat, n_actors, flags):
         """flat: flattened action list (len = frames*n_actors) — a JS array proxy or a list;
-        flags: per-frame truthy → return the pre-step state of that frame. Returns list of str|None."""
+        flags: per-frame truthy → the pre-step state of that frame. Steps the frames in order and
+        stops after the first step that ends the episode. Returns [states, results]: states[i]
+        str|None, results[i] the step result string (see _result)."""
         if hasattr(flat, "to_py"):
             flat = flat.to_py()
         if hasattr(flags, "to_py"):
@@ -257,14 +279,17 @@ class _Bridge:
         env = self.env
         n = int(n_actors)
         frames = len(flat) // n if n else 0
-        out = []
+        states = []
+        results = []
         for i in range(frames):
             if flags is not None and i < len(flags) and flags[i]:
-                out.append(_dumps(env.get_state()))
+                states.append(_dumps(env.get_state()))
             else:
-                out.append(None)
-            env.step(flat[i * n:(i + 1) * n])
-        return out
+                states.append(None)
+            results.append(self._result(env.step(flat[i * n:(i + 1) * n])))
+            if env.done:
+                break
+        return [states, results]
 
     def rewards_json(self):
         return _dumps(self.env.rewards)
@@ -283,7 +308,8 @@ class _Bridge:
 
 
 def p2psync_create(num_players=2, num_bots=0, seed=1, nondeterministic=False, width=16, height=12,
-                   num_coins=3, max_frames=0):
+                   num_coins=3, max_frames=0, end_on_score=0):
     cls = NondeterministicGridWorld if nondeterministic else GridWorld
     return _Bridge(cls(num_players=int(num_players), num_bots=int(num_bots), seed=int(seed), width=int(width),
-                       height=int(height), num_coins=int(num_coins), max_frames=int(max_frames)))
+                       height=int(height), num_coins=int(num_coins), max_frames=int(max_frames),
+                       end_on_score=int(end_on_score)))

@@ -78,15 +78,16 @@ export async function installGridworld(pyodide, { source, sourceURL, force = fal
 
 /**
  * createPyodideEnv({ numPlayers = 2, numBots = 0, seed = 1, nondeterministic = false, width = 16,
- *   height = 12, numCoins = 3, maxFrames = 0, loadPyodide, indexURL, pyodide, source, sourceURL })
- * → Promise<adapter>:
- *   step(actions)                 actions: Uint8Array | number[] (players then bots)
+ *   height = 12, numCoins = 3, maxFrames = 0, endOnScore = 0, loadPyodide, indexURL, pyodide, source,
+ *   sourceURL }) → Promise<adapter> (the driver.js env interface):
+ *   step(actions) → {terminated, truncated, rewards}   actions: Uint8Array | number[] (players then bots)
  *   stepAndGetState(actions) → string   one proxy call: step then the post-step state
  *   getState() → string           exactly json.dumps(state, sort_keys=True, separators=(',', ':'))
  *   setState(state)               string | Uint8Array (UTF-8) | plain object
  *   reset(seed?)
- *   replay(framesActions, saveFlags?) → (string|null)[]  all frames in ONE Python call; entry i is the
- *                                 pre-step state of frame i when saveFlags[i] (or saveFlags(i)) is truthy
+ *   replay(framesActions, saveFlags?) → {states, results}  all frames in ONE Python call, stopping after
+ *                                 the first step that ends the episode; states[i] is the pre-step state
+ *                                 of frame i when saveFlags[i] (or saveFlags(i)) is truthy
  *   rewards() → { '0': score, ... }   cumulative per-player scores; lastRewards() → number[]
  *   corrupt(), destroy()
  *   seedHiddenRandom(n)           reseed the nondeterministic variant's hidden module-level RNG
@@ -95,7 +96,7 @@ export async function installGridworld(pyodide, { source, sourceURL, force = fal
 export async function createPyodideEnv(options = {}) {
   const {
     numPlayers = 2, numBots = 0, seed = 1, nondeterministic = false, width = 16, height = 12,
-    numCoins = 3, maxFrames = 0, indexURL,
+    numCoins = 3, maxFrames = 0, endOnScore = 0, indexURL,
   } = options;
   let pyodide = options.pyodide;
   if (!pyodide) {
@@ -109,7 +110,7 @@ export async function createPyodideEnv(options = {}) {
   mod.destroy();
   let bridge;
   try {
-    bridge = create(numPlayers, numBots, seed >>> 0, !!nondeterministic, width, height, numCoins, maxFrames);
+    bridge = create(numPlayers, numBots, seed >>> 0, !!nondeterministic, width, height, numCoins, maxFrames, endOnScore);
   } finally {
     create.destroy();
   }
@@ -141,12 +142,20 @@ export async function createPyodideEnv(options = {}) {
     }
   }
 
+  // The bridge's step result string 'T U r0 r1 ...' (gridworld.py _Bridge._result).
+  function parseResult(text) {
+    const p = text.split(' ');
+    const rewards = new Array(p.length - 2);
+    for (let i = 2; i < p.length; i++) rewards[i - 2] = Number(p[i]);
+    return { terminated: p[0] === '1', truncated: p[1] === '1', rewards };
+  }
+
   function check() {
     if (destroyed) throw new Error('pyodide_env: destroyed');
   }
 
   return {
-    step(actions) { check(); call(stepFn, actions); },
+    step(actions) { check(); return parseResult(call(stepFn, actions)); },
     stepAndGetState(actions) { check(); return call(stepGetFn, actions); },
     getState() { check(); return getStateFn(); },
     setState(state) {
@@ -171,7 +180,11 @@ export async function createPyodideEnv(options = {}) {
       }
       const res = replayFn(flat, numActors, flags);
       try {
-        return Array.from(res.toJs(), (s) => (s === undefined ? null : s));
+        const [states, results] = res.toJs();
+        return {
+          states: Array.from(states, (s) => (s === undefined ? null : s)),
+          results: Array.from(results, parseResult),
+        };
       } finally {
         res.destroy();
       }
