@@ -23,11 +23,12 @@ using namespace p2psync;
 
 namespace {
 
-// Message layout shared with web/p2psync.js (little-endian):
-//   0 u8 type, 1 u8 flags, 2 u8 focused, 3 u8 pad, 4 u16 playerIndex, 6 u16 count,
+// Message layout shared with web/p2psync.js (little-endian; exported by layout().message):
+//   0 u8 type, 1 u8 flags, 2 u8 focused, 3 u8 delay, 4 u16 playerIndex, 6 u16 count,
 //   8 u32 frame, 12 u32 episode, 16 u32 start, 20 u32 end, 24 f64 timestamp,
-//   32 u32 digestHi, 36 u32 digestLo, 40.. count x (u32 frame, u32 action)
-constexpr size_t kMsgHeader = 40;
+//   32 u32 digestHi, 36 u32 digestLo, 40 i16 margin, 42..47 pad,
+//   48.. count x (u32 frame, u32 action)
+constexpr size_t kMsgHeader = 48;
 constexpr size_t kMsgBytes = kMsgHeader + 8 * kMaxResponseInputs;
 
 struct Staging {
@@ -56,6 +57,8 @@ void readMsg(const uint8_t* s, Message& m) {
   m.type = static_cast<MsgType>(s[0]);
   m.flags = s[1];
   m.focused = s[2];
+  m.delay = s[3];
+  m.margin = rd<int16_t>(s + 40);
   m.playerIndex = rd<uint16_t>(s + 4);
   m.count = rd<uint16_t>(s + 6);
   m.frame = rd<uint32_t>(s + 8);
@@ -76,6 +79,8 @@ void writeMsg(const Message& m, uint8_t* s) {
   s[0] = static_cast<uint8_t>(m.type);
   s[1] = m.flags;
   s[2] = m.focused;
+  s[3] = m.delay;
+  wr<int16_t>(s + 40, m.margin);
   wr<uint16_t>(s + 4, m.playerIndex);
   wr<uint16_t>(s + 6, m.count);
   wr<uint32_t>(s + 8, m.frame);
@@ -132,9 +137,9 @@ std::string lastError() { return g_lastError; }
 std::string layout() {
   nlohmann::json j = nlohmann::json::parse(layoutJson());
   j["message"] = nlohmann::json{{"headerBytes", kMsgHeader}, {"entryBytes", 8}, {"maxEntries", kMaxResponseInputs},
-                                {"type", 0}, {"flags", 1}, {"focused", 2}, {"playerIndex", 4}, {"count", 6},
-                                {"frame", 8}, {"episode", 12}, {"start", 16}, {"end", 20}, {"timestamp", 24},
-                                {"digestHi", 32}, {"digestLo", 36}};
+                                {"type", 0}, {"flags", 1}, {"focused", 2}, {"delay", 3}, {"playerIndex", 4},
+                                {"count", 6}, {"frame", 8}, {"episode", 12}, {"start", 16}, {"end", 20},
+                                {"timestamp", 24}, {"digestHi", 32}, {"digestLo", 36}, {"margin", 40}};
   return j.dump();
 }
 

@@ -201,6 +201,7 @@ struct Peer {
   uint64_t stepsPastEnd = 0;  // env steps of a state that had already ended (must stay 0)
   uint64_t desyncs = 0, nondeterminism = 0, errors = 0;
   Status lastStatus = Status::Run;
+  double pacingMs = 0;  // the last plan's pacing hint: stretch (>0) or shrink of the next frame interval
   bool planPending = false;  // advance() done, plan not run yet
 
   Peer(int idx, const std::string& cfgJson, uint64_t seed, int numActors) : index(idx), actors(numActors), game(numActors), rng(seed) {
@@ -227,6 +228,7 @@ struct Peer {
     if (bots) std::memcpy(engine->botInput(), bots, static_cast<size_t>(engine->config().numBots));
     const Status st = engine->advance(now, static_cast<uint8_t>(action), 0);
     lastStatus = st;
+    pacingMs = engine->planHeader()[plan::kPacingUs] / 1000.0;
     switch (st) {
       case Status::Run: ++runs; break;
       case Status::Stall: ++stalls; break;
@@ -433,6 +435,7 @@ struct Session {
   Network net;
   std::vector<std::unique_ptr<Peer>> peers;
   std::vector<double> nextAt, period, pausedUntil;
+  bool pacing = true;  // each peer's frame loop applies the engine's pacing hint, as a page's does
   double now = 0;
   // Every peer's confirmed action log (numActors bytes per frame; the episodes one after the
   // other), collected after each of its steps and deliveries.
@@ -521,6 +524,7 @@ struct Session {
       nextAt[i] += period[i];
       if (pausedUntil[i] > now) continue;
       stepPeer(i);
+      if (pacing) nextAt[i] += peers[i]->pacingMs;
     }
   }
 
@@ -615,7 +619,7 @@ struct Solo {
   double now = 0;
   std::vector<std::pair<int, std::vector<uint8_t>>> pendingReady;
 
-  explicit Solo(const std::string& extra = ",\"timeSync\":false", int players = 2) : a(0, cfg(players, 0, extra), 1, players) {
+  explicit Solo(const std::string& extra = ",\"timeSync\":false,\"catchUp\":false", int players = 2) : a(0, cfg(players, 0, extra), 1, players) {
     a.changeProb = 0;
     a.keepExecuted = true;
     const std::string s = ToyGame(players).state();
@@ -626,6 +630,9 @@ struct Solo {
       m.digest = a.engine->hashState(reinterpret_cast<const uint8_t*>(s.data()), s.size());
       pendingReady.push_back({p, enc(m)});
     }
+    // The episode's start barrier: the first advance plans only the frame-0 Save (our READY
+    // goes out), then the peers' READYs arrive; frame 0 runs at the next step.
+    if (step() != Status::Starting) throw std::runtime_error("Solo: no start barrier");
   }
   SyncEngine& e() { return *a.engine; }
 

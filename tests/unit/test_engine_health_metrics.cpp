@@ -386,6 +386,10 @@ TEST_CASE("engine metrics: the episode summary line of a scripted session, exact
   a.game.endAtFrame = 39;
   CHECK(e.episodeSummary("{}") == "[Episode] Complete at frame 0 | Rewards: {} | InputBuf: 256 | Rollbacks: 0 | Syncs: 0 | P2P: N/A");
 
+  // the start barrier: the first advance saves frame 0 (our READY goes out); the peer's READY is in
+  a.step(0);
+  REQUIRE(a.lastStatus == Status::Starting);
+  REQUIRE(e.frame() == 0);
   std::string mid;
   int tick = 0;
   for (; tick < 60 && !a.hasEpisodeEnd(0); ++tick) {

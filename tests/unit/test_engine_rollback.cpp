@@ -341,7 +341,7 @@ TEST_CASE("conflict: a different input for a known frame is rejected and history
 // ================================================================================ 5. junk
 
 TEST_CASE("junk: spoofed / unknown players, frames outside the window, bounded memory", "[engine]") {
-  Solo s(",\"timeSync\":false", 3);
+  Solo s(",\"timeSync\":false,\"catchUp\":false", 3);
   s.stepTo(2);
   SyncEngine& e = *s.a.engine;
   const size_t mem = e.memoryBytes();

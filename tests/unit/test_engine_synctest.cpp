@@ -26,6 +26,7 @@ TEST_CASE("sync-test mode: a forced rollback of k frames every frame; determinis
     w.afterStep = [&](size_t i) {
       const PlanCopy& p = w.peers[i]->plan;
       const PlanCopy::Req* cur = p.current();
+      if (w.peers[i]->lastStatus == Status::Starting) return;  // the episode's start barrier
       REQUIRE(cur != nullptr);  // the calm link never stalls
       const Frame F = cur->frame;
       if (F >= k) {

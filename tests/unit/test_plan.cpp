@@ -121,7 +121,7 @@ TEST_CASE("plan: a step that ends the episode mid-replay voids the rest of the p
 }
 
 TEST_CASE("plan: no request past maxEpisodeFrames; the end is truncated", "[plan]") {
-  Solo s(",\"timeSync\":false,\"maxEpisodeFrames\":30");
+  Solo s(",\"timeSync\":false,\"catchUp\":false,\"maxEpisodeFrames\":30");
   REQUIRE(s.inRange(0, 40, 0) == RxResult::Ok);
   Frame newest = kNoFrame;
   for (int k = 0; k < 40; ++k) {

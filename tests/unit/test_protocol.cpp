@@ -73,6 +73,9 @@ bool sameMessage(const Message& a, const Message& b) {
       return a.start == b.start && a.end == b.end;
     case MsgType::FocusState:
       return a.focused == b.focused && a.frame == b.frame;
+    case MsgType::Quality:
+      return a.episode == b.episode && a.delay == b.delay && a.flags == b.flags && a.margin == b.margin &&
+             a.frame == b.frame;
   }
   return false;
 }
@@ -194,6 +197,49 @@ std::vector<Golden> goldens() {
     m->frame = 0xFFFFFFFF;
     g.push_back({"focus_state_blur", {0x14, 0x00, 0xFF, 0xFF, 0xFF, 0xFF}, m});
   }
+  {
+    // an input chosen while the page was hidden: flags 0x01 (kInputUnfocused)
+    auto m = mk(MsgType::Input);
+    m->playerIndex = 1;
+    m->frame = 7;
+    m->flags = kInputUnfocused;
+    m->count = 1;
+    m->inputs[0] = {7, 4};
+    g.push_back({"input_unfocused", {0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07, 0x01, 0x01, 0x00, 0x00, 0x00, 0x07, 0x04}, m});
+  }
+  {
+    // INPUT_RESPONSE of unfocused inputs: bit 15 of the count
+    auto m = mk(MsgType::InputResponse);
+    m->playerIndex = 0;
+    m->flags = kInputUnfocused;
+    m->count = 1;
+    m->inputs[0] = {9, 2};
+    g.push_back({"input_response_unfocused", {0x13, 0x00, 0x00, 0x80, 0x01, 0x00, 0x00, 0x00, 0x09, 0x02}, m});
+  }
+  {
+    // episode 2, proposal 3, margin -1.5 frames (-24/16 = 0xFFE8), next frame 0x01020304
+    auto m = mk(MsgType::Quality);
+    m->episode = 2;
+    m->delay = 3;
+    m->flags = kQualityMargin | kQualityProposal;
+    m->margin = -24;
+    m->frame = 0x01020304;
+    g.push_back({"quality",
+                 {0x15, 0x00, 0x00, 0x00, 0x02, 0x03, 0x03, 0xFF, 0xE8, 0x01, 0x02, 0x03, 0x04},
+                 m});
+  }
+  {
+    // margin only (no proposal): +2.25 frames = 36/16
+    auto m = mk(MsgType::Quality);
+    m->episode = 0;
+    m->delay = 0;
+    m->flags = kQualityMargin;
+    m->margin = 36;
+    m->frame = 0;
+    g.push_back({"quality_margin",
+                 {0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x24, 0x00, 0x00, 0x00, 0x00},
+                 m});
+  }
   return g;
 }
 
@@ -226,7 +272,7 @@ TEST_CASE("golden vectors cover every message type", "[protocol]") {
   const MsgType all[] = {MsgType::Input,        MsgType::Ping,         MsgType::Pong,
                          MsgType::Keepalive,    MsgType::EpisodeEnd,   MsgType::EpisodeReady,
                          MsgType::StateHash,    MsgType::InputRequest, MsgType::InputResponse,
-                         MsgType::FocusState};
+                         MsgType::FocusState,   MsgType::Quality};
   auto gs = goldens();
   for (MsgType t : all) {
     bool found = false;
@@ -303,7 +349,7 @@ TEST_CASE("random messages of every type round-trip", "[protocol]") {
   auto back = newMsg(MsgType::Keepalive);
   for (int iter = 0; iter < 3000; ++iter) {
     *m = Message{};
-    switch (iter % 10) {
+    switch (iter % 11) {
       case 0: {
         m->type = MsgType::Input;
         m->playerIndex = static_cast<uint16_t>(rng.u32());
@@ -361,6 +407,14 @@ TEST_CASE("random messages of every type round-trip", "[protocol]") {
         m->focused = rng.u32() & 1;
         m->frame = rng.u32();
         break;
+      case 10:
+        m->type = MsgType::Quality;
+        m->episode = rng.u32();
+        m->delay = static_cast<uint8_t>(rng.u32() % (kMaxInputDelay + 1));
+        m->flags = static_cast<uint8_t>(rng.u32() % 4);
+        m->margin = static_cast<int16_t>(rng.u32());
+        m->frame = rng.u32();
+        break;
     }
     INFO("iter " << iter);
     REQUIRE(validateForEncode(*m) == nullptr);
@@ -406,7 +460,7 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
   CHECK(errName(decode(nullptr, 0, *newMsg(MsgType::Keepalive))) == "EMPTY");
   CHECK(errName(dec(Bytes{})) == "EMPTY");
 
-  for (uint8_t t : {0x00, 0x08, 0x11, 0x15, 0x80, 0xFF}) {
+  for (uint8_t t : {0x00, 0x08, 0x11, 0x16, 0x80, 0xFF}) {
     INFO(int(t));
     CHECK(errName(dec(Bytes{t})) == "UNKNOWN_TYPE");
     CHECK(errName(dec(Bytes{t, 0, 0, 0, 0, 0, 0, 0, 0})) == "UNKNOWN_TYPE");
@@ -429,6 +483,9 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
   SECTION("BAD_FLAGS") {
     CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 1, 0x02, 0, 0, 0, 7, 3})) == "BAD_FLAGS");  // 0x01: kInputUnfocused
     CHECK(errName(dec(Bytes{0x01, 0, 1, 0, 0, 0, 7, 1, 0x80, 0, 0, 0, 7, 3})) == "BAD_FLAGS");
+    // QUALITY: only kQualityMargin | kQualityProposal
+    CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 3, 0x04, 0, 0, 0, 0, 0, 0})) == "BAD_FLAGS");
+    CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 3, 0x03, 0, 0, 0, 0, 0, 0})) == "OK");
   }
   SECTION("NON_MONOTONIC_FRAMES") {
     // INPUT frames 7, 6 (descending)
@@ -486,6 +543,9 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
   SECTION("BAD_VALUE") {
     CHECK(errName(dec(Bytes{0x14, 0x02, 0, 0, 0, 1})) == "BAD_VALUE");
     CHECK(errName(dec(Bytes{0x14, 0xFF, 0, 0, 0, 1})) == "BAD_VALUE");
+    // QUALITY: a proposed input delay above 30 frames
+    CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 31, 0x02, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
+    CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 30, 0x02, 0, 0, 0, 0, 0, 0})) == "OK");
   }
 }
 
@@ -608,6 +668,14 @@ TEST_CASE("encode refuses invalid messages and names the field", "[protocol]") {
     auto m = newMsg(MsgType::FocusState);
     m->focused = 2;
     check(*m, "focused");
+  }
+  {
+    auto m = newMsg(MsgType::Quality);
+    m->flags = 4;
+    check(*m, "flags");
+    m->flags = kQualityProposal;
+    m->delay = kMaxInputDelay + 1;
+    check(*m, "delay");
   }
   {
     auto m = newMsg(MsgType::Keepalive);

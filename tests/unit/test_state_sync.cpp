@@ -802,6 +802,53 @@ TEST_CASE("a peer that missed our END after we began the next episode still gets
   CHECK(net.messages == sent);
 }
 
+TEST_CASE("every END of a peer still in the previous episode is answered; a late one after its READY is not", "[state_sync][episode]") {
+  Mesh net(2);
+  net.latency = 30;
+  for (int i = 0; i < 2; ++i) net[i].ss.beginEpisode(0, 9, 0);
+  net.run(200);
+  REQUIRE(net[0].ss.allReady());
+  // everything A sends to B is lost until `cutUntil`; B's ENDs reaching A are counted
+  double cutUntil = 1e300;
+  uint64_t bEnds = 0, aEnds = 0;
+  auto isEnd = [](const Rec& r) {
+    Message m;
+    return r.kind == OutKind::Packet && decode(r.bytes.data(), r.bytes.size(), m) == DecodeError::Ok && m.type == MsgType::EpisodeEnd;
+  };
+  net.drop = [&](int from, int, const Rec& r, uint64_t) {
+    if (from == 1 && isEnd(r)) ++bEnds;
+    if (from == 0 && isEnd(r)) ++aEnds;
+    return from == 0 && net.now < cutUntil;
+  };
+  net[0].ss.localEpisodeEnd(100, net.now);
+  net[1].ss.localEpisodeEnd(100, net.now);
+  net.run(100);
+  REQUIRE(net[0].ss.episodeEndSynced());
+  net[0].ss.beginEpisode(1, 10, net.now);  // A moves on; B still waits for A's END
+  bEnds = aEnds = 0;
+  net.run(2000);
+  REQUIRE_FALSE(net[1].ss.episodeEndSynced());
+  // B re-sends every resendMs; A answered each one (all lost so far)
+  CHECK(bEnds >= 4);
+  CHECK(aEnds + 1 >= bEnds);
+  CHECK(aEnds <= bEnds);
+  cutUntil = 0;
+  net.run(1000);
+  REQUIRE(net[1].ss.episodeEndSynced());
+  CHECK(net[1].ss.syncedEndFrame() == 100);
+  net[1].ss.beginEpisode(1, 10, net.now);
+  net.run(1000);
+  REQUIRE(net[0].ss.allReady());
+  // a late END of episode 0 from B (its READY of episode 1 is in): stale, not answered
+  const uint64_t before = aEnds;
+  CHECK(net[0].ss.onEpisodeEnd(1, 100, 0, net.now) == RxResult::StaleEpisode);
+  net.run(1000);
+  CHECK(aEnds == before);
+  const uint64_t sent = net.messages;
+  net.run(2000);
+  CHECK(net.messages == sent);
+}
+
 TEST_CASE("END / READY stress: 2-4 peers, several episodes, random loss, jitter and skew", "[state_sync][episode]") {
   for (int seed = 1; seed <= 60; ++seed) {
     uint64_t st = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ULL;

@@ -80,7 +80,7 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
                        "hashInterval", "hashHistory", "canonicalize", "pingIntervalMs", "interruptMs",
                        "disconnectMs", "fallbackRecovery", "gameId", "playerIds", "maxEvents",
                        "maxPacketsPerPeerPerFrame", "maxEpisodeFrames", "relayHashes", "endTimeoutMs",
-                       "focusPolicy", "catchUp"},
+                       "focusPolicy", "catchUp", "autoDelay", "readyTimeoutMs"},
                    "", err))
     return err;
   Reader r{j, ""};
@@ -89,7 +89,23 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
   r.integer("localPlayerIndex", c.localPlayerIndex, 0, kMaxPlayers - 1);
   if (r.err.empty() && c.localPlayerIndex >= c.numPlayers) r.fail("localPlayerIndex", "must be < numPlayers");
   r.integer("numBots", c.numBots, 0, kMaxBots);
-  r.integer("inputDelay", c.inputDelay, 0, 30);
+  if (r.has("inputDelay") && j["inputDelay"] == "auto") c.autoDelay = true;
+  else r.integer("inputDelay", c.inputDelay, 0, 30);
+  if (r.has("autoDelay")) {
+    const json& v = j["autoDelay"];
+    if (!v.is_object()) {
+      r.fail("autoDelay", "must be {min, max, targetOnTime}");
+    } else {
+      if (!allowedKeys(v, {"min", "max", "targetOnTime"}, "autoDelay.", err)) return err;
+      Reader t{v, ""};
+      t.integer("min", c.autoDelayMin, 0, 30);
+      t.integer("max", c.autoDelayMax, 0, 30);
+      t.number("targetOnTime", c.autoDelayTargetOnTime, 0.5, 1.0);
+      if (!t.err.empty()) return "config.autoDelay." + t.err.substr(7);
+      if (c.autoDelayMin > c.autoDelayMax) return "config.autoDelay.min: must be <= max";
+    }
+  }
+  if (c.autoDelay) c.inputDelay = c.autoDelayMin;
   if (r.has("predictionMethod")) {
     const json& v = j["predictionMethod"];
     if (v == "previous_submitted_action") c.predictionMethod = PredictionMethod::PreviousSubmitted;
@@ -214,6 +230,7 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
     else r.fail("relayHashes", "must be \"fallback\" or \"always\"");
   }
   r.number("endTimeoutMs", c.endTimeoutMs, 0, 3600000);
+  r.number("readyTimeoutMs", c.readyTimeoutMs, 0, 3600000);
   if (r.has("focusPolicy")) {
     const json& v = j["focusPolicy"];
     if (v == "predict") c.focusPolicy = FocusPolicy::Predict;
@@ -239,7 +256,8 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
   if (!r.err.empty()) return r.err;
   if (c.playerIds.empty())
     for (int i = 0; i < c.numPlayers; ++i) c.playerIds.push_back(i);
-  if (c.inputDelay + 16 > c.bufferFrames / 2) return "config.inputDelay: too large for bufferFrames";
+  if (std::max(c.inputDelay, c.autoDelay ? c.autoDelayMax : 0) + 16 > c.bufferFrames / 2)
+    return "config.inputDelay: too large for bufferFrames";
   if (c.syncTestDistance > 0 && !j.contains("snapshotSlots")) {
     // Sync-test saves every frame and re-saves each one checkDistance times: keep enough slots
     // for the whole prediction window plus the forced rollbacks.
@@ -254,7 +272,8 @@ nlohmann::json EngineConfig::toJson() const {
       {"numPlayers", numPlayers},
       {"localPlayerIndex", localPlayerIndex},
       {"numBots", numBots},
-      {"inputDelay", inputDelay},
+      {"inputDelay", autoDelay ? json("auto") : json(inputDelay)},
+      {"autoDelay", {{"min", autoDelayMin}, {"max", autoDelayMax}, {"targetOnTime", autoDelayTargetOnTime}}},
       {"predictionMethod", predictionMethod == PredictionMethod::PreviousSubmitted ? "previous_submitted_action" : "default_action"},
       {"defaultAction", defaultAction},
       {"snapshotInterval", snapshotInterval},
@@ -281,6 +300,7 @@ nlohmann::json EngineConfig::toJson() const {
       {"maxEpisodeFrames", maxEpisodeFrames},
       {"relayHashes", relayHashesAlways ? "always" : "fallback"},
       {"endTimeoutMs", endTimeoutMs},
+      {"readyTimeoutMs", readyTimeoutMs},
       {"focusPolicy", focusPolicy == FocusPolicy::Pause ? "pause" : "predict"},
       {"catchUp", {{"enabled", catchUp}, {"threshold", catchUpThreshold}, {"withinMs", catchUpWithinMs}}},
   };

@@ -39,9 +39,20 @@ struct EngineConfig {
   SendPolicy sendPolicy = SendPolicy::P2PFirst;
   double congestionBytes = 16384;
   bool timeSync = true;
-  int timeSyncWindow = 16;          // frames of frame-advantage samples averaged
-  double timeSyncThreshold = 1.5;   // average advantage (frames) above which WAIT is recommended
-  int timeSyncMinSpacing = 3;       // at most one WAIT every N frames
+  int timeSyncWindow = 16;          // input-margin samples averaged (time_sync.hpp)
+  double timeSyncThreshold = 1.0;   // frames of lead tolerated before a WAIT (pacing handles less)
+  int timeSyncMinSpacing = 6;       // at most one WAIT every N frames (fewer for smaller leads)
+  // inputDelay "auto": every episode the peers agree on the smallest delay (max over the peers'
+  // proposals) at which targetOnTime of the remote inputs arrive before they are needed, within
+  // [autoDelayMin, autoDelayMax]; chosen from the measured input margins, or from the RTT before
+  // there are any.
+  bool autoDelay = false;
+  int autoDelayMin = 0;
+  int autoDelayMax = 8;
+  double autoDelayTargetOnTime = 0.95;
+  double delayAgreementTimeoutMs = 3000;
+  // An episode's first frame waits for every peer's READY (its start barrier) at most this long.
+  double readyTimeoutMs = 5000;
   int syncTestDistance = 0;         // > 0: sync-test mode
   int bufferFrames = 256;           // per-player input ring (power of two)
   int snapshotSlots = 64;

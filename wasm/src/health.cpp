@@ -45,9 +45,11 @@ Health::Health(int numPlayers, int localPlayerIndex, const HealthConfig& cfg, si
 
 // ------------------------------------------------------------------------------------ RTT
 
-bool Health::pingDue(double nowMs) {
+bool Health::pingDue(double nowMs) { return pingDue(nowMs, cfg_.pingIntervalMs); }
+
+bool Health::pingDue(double nowMs, double intervalMs) {
   if (!std::isfinite(nowMs)) return false;
-  if (anyPing_ && nowMs - lastPingMs_ < cfg_.pingIntervalMs) return false;
+  if (anyPing_ && nowMs - lastPingMs_ < intervalMs) return false;
   PingSlot& s = pings_[static_cast<size_t>(pingHead_)];
   s.used = true;
   s.ts = nowMs;
@@ -56,6 +58,19 @@ bool Health::pingDue(double nowMs) {
   anyPing_ = true;
   lastPingMs_ = nowMs;
   return true;
+}
+
+double Health::rttPercentileMs(int peerIdx, int pct) const {
+  const Peer* pp = peer(peerIdx);
+  if (!pp || pp->winCount == 0) return kNaN;
+  const Peer& p = *pp;
+  const int n = p.winCount;
+  std::array<double, kWindowSamples> sorted{};
+  const int oldest = (p.winHead - n + kWindowSamples) % kWindowSamples;
+  for (int k = 0; k < n; ++k) sorted[static_cast<size_t>(k)] = p.win[static_cast<size_t>((oldest + k) % kWindowSamples)];
+  std::sort(sorted.begin(), sorted.begin() + n);
+  const int r = (pct * n + 99) / 100;  // nearest rank
+  return sorted[static_cast<size_t>(std::clamp(r, 1, n) - 1)];
 }
 
 double Health::avgOf(const Peer& p) {

@@ -101,6 +101,7 @@ class Health {
 
   // ---- RTT
   bool pingDue(double nowMs);
+  bool pingDue(double nowMs, double intervalMs);  // the same with another interval
   double lastPingMs() const { return lastPingMs_; }  // NaN before the first ping
   RxResult onPong(int peer, double ts, double nowMs);  // Ok, UnsolicitedPong or UnknownPlayer
 
@@ -119,6 +120,7 @@ class Health {
   // ---- queries (invalid peers: NaN / false / defaults)
   double rttAvgMs(int peer) const;   // NaN without samples
   double latencyMs(int peer) const;  // NaN without samples
+  double rttPercentileMs(int peer, int pct) const;  // over the sample window; NaN without samples
   const char* status(int peer) const;
   Liveness liveness(int peer) const;
   bool channelOpen(int peer) const;

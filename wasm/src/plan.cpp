@@ -83,6 +83,7 @@ std::string layoutJson() {
                   {"unfocusedMask", rowrec::kUnfocusedMask},
                   {"rollbacks", rowrec::kRollbacks},
                   {"flags", rowrec::kFlags},
+                  {"inputDelay", rowrec::kInputDelay},
                   {"firstSteppedMs", rowrec::kFirstSteppedMs},
                   {"actions", rowrec::kActions},
                   {"rewards", rowrec::kRewards}};
@@ -101,14 +102,16 @@ std::string layoutJson() {
                            {"STATE_HASH", MsgType::StateHash},
                            {"INPUT_REQUEST", MsgType::InputRequest},
                            {"INPUT_RESPONSE", MsgType::InputResponse},
-                           {"FOCUS_STATE", MsgType::FocusState}};
+                           {"FOCUS_STATE", MsgType::FocusState},
+                           {"QUALITY", MsgType::Quality}};
   j["limits"] = json{{"maxPlayers", kMaxPlayers},
                      {"maxBots", kMaxBots},
                      {"maxActors", kMaxActors},
                      {"maxFramesPerAdvance", kMaxFramesPerAdvance},
                      {"maxInputsPerPacket", kMaxInputsPerPacket},
                      {"maxResponseInputs", kMaxResponseInputs},
-                     {"maxPacketBytes", kMaxPacketBytes}};
+                     {"maxPacketBytes", kMaxPacketBytes},
+                     {"maxInputDelay", kMaxInputDelay}};
   return j.dump();
 }
 

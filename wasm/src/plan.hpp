@@ -28,7 +28,7 @@
 
 namespace p2psync {
 
-#define P2PSYNC_STATUSES(X) X(Run, "RUN") X(Stall, "STALL") X(Wait, "WAIT") X(Ended, "ENDED")
+#define P2PSYNC_STATUSES(X) X(Run, "RUN") X(Stall, "STALL") X(Wait, "WAIT") X(Ended, "ENDED") X(Starting, "STARTING")
 #define P2PSYNC_ENUM_ENTRY(name, text) name,
 enum class Status : int32_t { P2PSYNC_STATUSES(P2PSYNC_ENUM_ENTRY) Count_ };
 #undef P2PSYNC_ENUM_ENTRY
@@ -54,7 +54,7 @@ constexpr uint8_t kStepRewards = 4;     // the step-result area holds this step'
   X(EventBytes, "eventBytes") X(EventCount, "eventCount") X(EventRead, "eventRead")                  \
   X(NumActors, "numActors") X(TerminalFrame, "terminalFrame") X(InputDelay, "inputDelay")          \
   X(RowBytes, "rowBytes") X(RowCount, "rowCount") X(RowRead, "rowRead") X(RowSize, "rowSize")       \
-  X(Paused, "paused")
+  X(Paused, "paused") X(PacingUs, "pacingUs")
 
 namespace plan {
 #define P2PSYNC_ENUM_ENTRY(name, text) k##name,

@@ -17,7 +17,9 @@
 //                 PING/PONG     : NaN, +-Inf or < 0 -> BAD_TIMESTAMP (-0.0 is accepted: not < 0,
 //                                 and it re-encodes to the same bytes);
 //                 INPUT_REQUEST : start > end or end-start+1 > 256 -> BAD_RANGE;
-//                 FOCUS_STATE   : focused not 0/1 -> BAD_VALUE.
+//                 FOCUS_STATE   : focused not 0/1 -> BAD_VALUE;
+//                 QUALITY       : flags outside kQualityMargin|kQualityProposal -> BAD_FLAGS;
+//                                 delay > 30 -> BAD_VALUE.
 //
 // The codec is canonical: every byte string that decodes OK re-encodes to exactly the same bytes.
 //
@@ -30,6 +32,7 @@
 //   PING/PONG: NaN/Inf/negative -> "timestamp";
 //   INPUT_REQUEST: start > end or more than 256 frames -> "range";
 //   FOCUS_STATE: focused not 0/1 -> "focused".
+//   QUALITY: flags outside 0..3 -> "flags"; delay > 30 -> "delay".
 #include "protocol.hpp"
 
 #include <cmath>
@@ -97,6 +100,8 @@ size_t fixedSize(uint8_t type) {
       return 9;
     case MsgType::FocusState:
       return 6;
+    case MsgType::Quality:
+      return 13;
     default:
       return 0;
   }
@@ -114,6 +119,7 @@ bool knownType(uint8_t t) {
     case MsgType::InputRequest:
     case MsgType::InputResponse:
     case MsgType::FocusState:
+    case MsgType::Quality:
       return true;
   }
   return false;
@@ -232,6 +238,15 @@ DecodeError decode(const uint8_t* data, size_t len, Message& out) {
       out.frame = rd32(p + 1);
       if (out.focused > 1) return DecodeError::BadValue;
       break;
+    case MsgType::Quality:
+      out.episode = rd32(p);
+      out.delay = p[4];
+      out.flags = p[5];
+      out.margin = static_cast<int16_t>(rd16(p + 6));
+      out.frame = rd32(p + 8);
+      if ((out.flags & ~(kQualityMargin | kQualityProposal)) != 0) return DecodeError::BadFlags;
+      if (out.delay > kMaxInputDelay) return DecodeError::BadValue;
+      break;
     default:
       return DecodeError::UnknownType;  // unreachable: variable-size types handled above
   }
@@ -260,6 +275,9 @@ const char* validateForEncode(const Message& m) {
       return validRange(m.start, m.end) ? nullptr : "range";
     case MsgType::FocusState:
       return m.focused <= 1 ? nullptr : "focused";
+    case MsgType::Quality:
+      if ((m.flags & ~(kQualityMargin | kQualityProposal)) != 0) return "flags";
+      return m.delay <= kMaxInputDelay ? nullptr : "delay";
     default:
       return nullptr;
   }
@@ -325,6 +343,13 @@ size_t encode(const Message& m, uint8_t* out, size_t cap) {
     case MsgType::FocusState:
       p[0] = m.focused;
       wr32(p + 1, m.frame);
+      break;
+    case MsgType::Quality:
+      wr32(p, m.episode);
+      p[4] = m.delay;
+      p[5] = m.flags;
+      wr16(p + 6, static_cast<uint16_t>(m.margin));
+      wr32(p + 8, m.frame);
       break;
   }
   return size;

@@ -19,7 +19,15 @@ enum class MsgType : uint8_t {
   InputRequest = 0x12,
   InputResponse = 0x13,
   FocusState = 0x14,
+  // p2psync's own (the reference has no such message): time sync and input-delay agreement.
+  //   u32 episode, u8 proposedDelay (0..30), u8 flags (kQualityMargin | kQualityProposal), i16 margin (1/16 frame),
+  //   u32 frame — 13 bytes. margin: how many frames before use the receiver's inputs arrived at the
+  //   sender on average (valid with kQualityMargin); proposedDelay: the sender's input-delay
+  //   proposal for `episode`; frame: the sender's next frame.
+  Quality = 0x15,
 };
+constexpr uint8_t kQualityMargin = 1;    // the margin field is valid
+constexpr uint8_t kQualityProposal = 2;  // the delay field is the sender's proposal for `episode`
 
 // Named decode results. Values are stable: JS sees their names.
 enum class DecodeError : uint8_t {
@@ -40,6 +48,7 @@ enum class DecodeError : uint8_t {
 const char* decodeErrorName(DecodeError e);
 
 constexpr int kMaxInputsPerPacket = 15;     // INPUT count n: 1..15
+constexpr int kMaxInputDelay = 30;          // frames
 // INPUT flags / INPUT_RESPONSE count bit 15: the entries were generated while the sender's page
 // was not focused (hidden). The focus state travels with each input, so every peer records the
 // same focus for every frame. (The reference client writes 0 there and ignores it.)
@@ -57,13 +66,15 @@ struct FrameAction {
 struct Message {
   MsgType type = MsgType::Keepalive;
   uint16_t playerIndex = 0;   // INPUT, INPUT_RESPONSE
-  uint32_t frame = 0;         // INPUT (header frame), EPISODE_END, STATE_HASH, FOCUS_STATE
-  uint32_t episode = 0;       // EPISODE_END, EPISODE_READY
+  uint32_t frame = 0;         // INPUT (header frame), EPISODE_END, STATE_HASH, FOCUS_STATE, QUALITY
+  uint32_t episode = 0;       // EPISODE_END, EPISODE_READY, QUALITY
   uint64_t digest = 0;        // EPISODE_READY, STATE_HASH (the 8 big-endian bytes as a u64)
   double timestamp = 0;       // PING, PONG
   uint32_t start = 0, end = 0;  // INPUT_REQUEST (inclusive)
   uint8_t flags = 0;          // INPUT, INPUT_RESPONSE: 0 or kInputUnfocused
   uint8_t focused = 0;        // FOCUS_STATE
+  uint8_t delay = 0;          // QUALITY: proposed input delay (0..30)
+  int16_t margin = 0;         // QUALITY: mean input margin, 1/16 frame units
   uint16_t count = 0;         // number of valid entries in `inputs`
   FrameAction inputs[kMaxResponseInputs];  // INPUT (<=15) or INPUT_RESPONSE (<=256), oldest first
 };

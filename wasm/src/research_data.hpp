@@ -12,7 +12,8 @@
 //   u16 unfocusedMask    bit p: player p's page was not focused when it chose this frame's input
 //   u16 rollbacks        rollbacks (mispredictions) that re-simulated this frame
 //   u8  flags            kRowTerminated | kRowTruncated | kRowRewards (of the frame's last simulation)
-//   u8  pad, u32 pad
+//   u8  inputDelay       the episode's input delay
+//   u32 pad
 //   f64 firstSteppedMs   the local time (nowMs of advance) when the frame was first planned — local only
 //   u8  actions[kMaxActors]   players then bots
 //   pad to 48
@@ -34,7 +35,7 @@ constexpr uint8_t kRowRewards = 4;
 
 namespace rowrec {
 constexpr size_t kFrame = 0, kEpisodeFrame = 4, kEpisode = 8, kPredictedMask = 12, kUnfocusedMask = 14, kRollbacks = 16,
-                 kFlags = 18, kFirstSteppedMs = 24, kActions = 32, kRewards = 48;
+                 kFlags = 18, kInputDelay = 19, kFirstSteppedMs = 24, kActions = 32, kRewards = 48;
 static_assert(kActions + kMaxActors <= kRewards);
 inline size_t rowBytes(int numActors) { return kRewards + 8 * static_cast<size_t>(numActors); }
 }  // namespace rowrec
@@ -47,6 +48,7 @@ struct FrameRow {
   uint16_t unfocusedMask = 0;
   uint16_t rollbacks = 0;
   uint8_t flags = 0;
+  uint8_t inputDelay = 0;
   double firstSteppedMs = 0;
   uint8_t actions[kMaxActors] = {};
   double rewards[kMaxActors] = {};
@@ -70,6 +72,7 @@ class RowQueue {
     std::memcpy(p + rowrec::kUnfocusedMask, &r.unfocusedMask, 2);
     std::memcpy(p + rowrec::kRollbacks, &r.rollbacks, 2);
     p[rowrec::kFlags] = r.flags;
+    p[rowrec::kInputDelay] = r.inputDelay;
     std::memcpy(p + rowrec::kFirstSteppedMs, &r.firstSteppedMs, 8);
     std::memcpy(p + rowrec::kActions, r.actions, static_cast<size_t>(numActors_));
     std::memcpy(p + rowrec::kRewards, r.rewards, 8 * static_cast<size_t>(numActors_));
@@ -106,6 +109,7 @@ inline FrameRow readRow(const uint8_t* base, size_t rowBytes, int numActors, siz
   std::memcpy(&r.unfocusedMask, p + rowrec::kUnfocusedMask, 2);
   std::memcpy(&r.rollbacks, p + rowrec::kRollbacks, 2);
   r.flags = p[rowrec::kFlags];
+  r.inputDelay = p[rowrec::kInputDelay];
   std::memcpy(&r.firstSteppedMs, p + rowrec::kFirstSteppedMs, 8);
   std::memcpy(r.actions, p + rowrec::kActions, static_cast<size_t>(numActors));
   std::memcpy(r.rewards, p + rowrec::kRewards, 8 * static_cast<size_t>(numActors));

@@ -461,7 +461,11 @@ RxResult StateSync::onEpisodeEnd(int peer, uint32_t frame, uint32_t episode, dou
     if (localEnded_) noteDuplicate(ps.endReply);  // the peer is still missing our END
     return frame == ps.endFrame ? RxResult::Duplicate : RxResult::Conflict;
   }
-  if (begun_ && prevEndValid_ && episode == prevEpisode_) noteDuplicate(ps.prevEndReply);
+  // A peer still in the previous episode lacks our END of it: answer every one (this peer no
+  // longer re-sends it by itself: the answers are as many as the peer's re-sends). A peer whose
+  // READY of this episode arrived has left that episode: its END was late, nothing to answer (two
+  // peers past the episode would otherwise answer each other for ever).
+  if (begun_ && prevEndValid_ && episode == prevEpisode_ && !ps.readyIn) ps.prevEndReply.pending = true;
   return RxResult::StaleEpisode;
 }
 

@@ -89,7 +89,8 @@ SyncEngine::SyncEngine(const EngineConfig& cfg)
       inputs_(static_cast<size_t>(cfg.numPlayers), InputBuffer(cfg.bufferFrames)),
       records_(static_cast<size_t>(cfg.bufferFrames)),
       snapshots_(cfg.snapshotBytes, cfg.snapshotSlots),
-      timeSync_(cfg.numPlayers, cfg.timeSyncWindow, cfg.timeSyncThreshold, cfg.timeSyncMinSpacing),
+      timeSync_(cfg.numPlayers, cfg.localPlayerIndex,
+                TimeSyncConfig{cfg.timeSyncThreshold, cfg.timeSyncMinSpacing, cfg.timeSyncWindow, 3000}),
       health_(cfg.numPlayers, cfg.localPlayerIndex, healthConfig(cfg), static_cast<size_t>(cfg.maxEvents)),
       metrics_(static_cast<size_t>(cfg.maxEvents)),
       stateSync_(stateSyncConfig(cfg)),
@@ -103,6 +104,9 @@ SyncEngine::SyncEngine(const EngineConfig& cfg)
       rx_(kMaxPacketBytes),
       msg_(std::make_unique<Message>()),
       scratchMsg_(std::make_unique<Message>()),
+      proposals_(static_cast<size_t>(cfg.numPlayers)),
+      xHist_(static_cast<size_t>(cfg.numPlayers)),
+      xSamples_(static_cast<size_t>(cfg.numPlayers), 0),
       remoteFocused_(static_cast<size_t>(cfg.numPlayers), 1),
       lastRequestMs_(static_cast<size_t>(cfg.numPlayers), -1e18),
       budget_(static_cast<size_t>(cfg.numPlayers), 0),
@@ -211,7 +215,6 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
 void SyncEngine::beginAdvance(double nowMs) {
   out_.clear();
   writer_.clear();
-  newInput_ = false;
   lastNowMs_ = nowMs;
   int32_t* H = header();
   H[plan::kRollbackTarget] = -1;
@@ -298,18 +301,24 @@ Status SyncEngine::decideStatus(double nowMs) {
   const int limit = cfg_.predictionLimit();
   const bool readyGate = !stateSync_.allReady() && cur_ > episodeStart_ + limit / 2;
   Status status = Status::Run;
-  if (cur_ > lastPlannableFrame()) {
+  if (!agreeDelay(nowMs) || !startBarrier(nowMs)) {
+    status = Status::Starting;  // the episode's start barrier (not a stall)
+  } else if (cur_ > lastPlannableFrame()) {
     status = Status::Ended;
   } else if (cur_ - confirmed_ > limit || readyGate || pausedMask_ != 0) {
     status = Status::Stall;
     metrics_.stall();
+    // the inputs that end the stall arrive late because of it: not a measure of who runs ahead
+    timeSync_.hold(limit + 8);
     if (!stalled_)
       events_.push(Event(EventType::Stall)
                        .num(Field::kFrame, num(cur_))
                        .num(Field::kConfirmedFrame, num(confirmed_))
                        .text(Field::kReason, pausedMask_ ? "paused" : readyGate ? "waiting-ready" : "prediction-limit")
                        .num(Field::kTimeMs, nowMs));
-  } else if (cfg_.timeSync && !syncTest_.enabled() && timeSync_.update(nowMs, cur_ + cfg_.inputDelay, oneWay_, local_)) {
+  }
+  const bool running = status == Status::Run && cfg_.timeSync && !syncTest_.enabled();
+  if (timeSync_.update(nowMs, running)) {
     status = Status::Wait;
     metrics_.wait();
   }
@@ -319,12 +328,27 @@ Status SyncEngine::decideStatus(double nowMs) {
   return status;
 }
 
+// The episode's start barrier: its first frame waits until this peer's initial state is saved (its
+// READY goes out with it: the plan then holds just that Save) and every peer's READY arrived — at
+// most readyTimeoutMs — so that the peers start together instead of one running ahead and waiting.
+bool SyncEngine::startBarrier(double nowMs) {
+  if (cur_ != episodeStart_ || started_ep_) return true;
+  if (!stateSync_.episodeBegun() || stateSync_.episode() != episode_) {
+    writer_.add(RequestKind::Save, 0, 0, episodeStart_, 0, nullptr, 0);
+    return false;
+  }
+  if (readyWaitMs_ < 0) readyWaitMs_ = nowMs;
+  if (!stateSync_.allReady() && nowMs - readyWaitMs_ < cfg_.readyTimeoutMs) return false;
+  started_ep_ = true;
+  return true;
+}
+
 // How many new frames this advance runs: 1, or more while this peer is behind the others
 // (catch-up: back within about catchUpWithinMs), never past the prediction limit or the episode.
 int SyncEngine::framesToRun() {
   int n = 1;
   if (cfg_.catchUp && timeSync_.frameMs() > 0) {
-    const double behind = timeSync_.framesBehind(cur_ + cfg_.inputDelay, oneWay_, local_);
+    const double behind = timeSync_.framesBehind(cur_ + cfg_.inputDelay, oneWay_);
     if (behind > cfg_.catchUpThreshold) {
       const double ticks = std::max(1.0, cfg_.catchUpWithinMs / timeSync_.frameMs());
       n += static_cast<int>(std::min<double>(kMaxFramesPerAdvance - 1, std::ceil(behind / ticks)));
@@ -347,7 +371,6 @@ void SyncEngine::planFrames(double nowMs, uint8_t localAction) {
       // Not focused: the page is hidden, or these are the frames it missed while hidden (its
       // catch-up after coming back): the participant did not choose them live.
       mine.insert(target, localAction, Path::P2P, nowMs, windowLo(), lag, !localFocused_ || returning_);
-      newInput_ = true;
     }
     FrameRecord& r = record(cur_);
     const bool fresh = r.frame != cur_;
@@ -368,7 +391,13 @@ void SyncEngine::planFrames(double nowMs, uint8_t localAction) {
 }
 
 void SyncEngine::sendPings(double nowMs) {
-  if (!health_.pingDue(nowMs)) return;
+  // QUALITY: margins for time sync and the input-delay proposal (often while agreeing on it).
+  if (nowMs - lastQualityMs_ >= (delayAgreed_ ? 200.0 : 50.0)) {
+    lastQualityMs_ = nowMs;
+    sendQuality(out_);
+  }
+  // While the delay is being agreed, RTT samples are wanted fast (pings every 100 ms).
+  if (!health_.pingDue(nowMs, delayAgreed_ ? cfg_.pingIntervalMs : std::min(100.0, cfg_.pingIntervalMs))) return;
   Message m;
   m.type = MsgType::Ping;
   m.timestamp = nowMs;
@@ -379,6 +408,120 @@ void SyncEngine::sendPings(double nowMs) {
   if (focusAnnounced_)
     for (int p = 0; p < cfg_.numPlayers; ++p)
       if (p != local_) sendFocus(out_, p);
+}
+
+void SyncEngine::sendQuality(Outbox& box) {
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (p == local_) continue;
+    Message m;
+    m.type = MsgType::Quality;
+    m.episode = episode_;
+    m.frame = wireFrame(cur_);
+    m.flags = 0;
+    if (timeSync_.hasMargin(p) && !timeSync_.holding()) {
+      m.flags |= kQualityMargin;
+      m.margin = static_cast<int16_t>(std::lround(std::clamp(timeSync_.margin(p), -2000.0, 2000.0) * 16));
+    }
+    // the next episode's proposal while this one ends, else this episode's (kept being sent
+    // after this peer agreed: a peer may still be waiting for it)
+    if (endSent_ && nextProposal_ >= 0) {
+      m.flags |= kQualityProposal;
+      m.episode = episode_ + 1;
+      m.delay = static_cast<uint8_t>(nextProposal_);
+    } else if (delayProposal_ >= 0) {
+      m.flags |= kQualityProposal;
+      m.delay = static_cast<uint8_t>(delayProposal_);
+    }
+    emitPacket(box, health_.p2pUsable(p) ? Path::P2P : Path::Relay, p, m);
+  }
+}
+
+void SyncEngine::onQuality(int peer, const Message& m, double nowMs) {
+  if ((m.flags & kQualityMargin) && (m.episode == episode_ || m.episode == episode_ + 1)) timeSync_.onReport(peer, m.margin / 16.0, nowMs);
+  if (m.flags & kQualityProposal) {
+    Proposal& pr = proposals_[static_cast<size_t>(peer)];
+    // a proposal for an earlier episode never replaces one for a later episode
+    if (!pr.valid || m.episode >= pr.episode) pr = Proposal{true, m.episode, m.delay};
+  }
+}
+
+// This peer's input-delay proposal for the current episode: the smallest delay at which
+// targetOnTime of each remote peer's inputs arrive before they are needed, from the measured
+// margins (margin - the delay they were sent with), else from the RTT; -1 while neither is known
+// (for at most 2 s: then the range's low end... or 2).
+int SyncEngine::proposeDelay() const {
+  const double frameMs = timeSync_.frameMs() > 0 ? timeSync_.frameMs() : 1000.0 / 30;
+  int need = cfg_.autoDelayMin;
+  bool known = true;
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (p == local_) continue;
+    const auto& h = xHist_[static_cast<size_t>(p)];
+    uint64_t n = 0;
+    for (uint32_t c : h) n += c;
+    int d = -1;
+    if (n >= 60) {
+      // smallest D with P(x >= -D) >= target, x = margin - delay
+      uint64_t atLeast = 0;  // samples with x >= -D, growing with D
+      for (int D = 0; D <= cfg_.autoDelayMax && d < 0; ++D) {
+        atLeast = 0;
+        for (int x = -D; x <= kXMax; ++x) atLeast += h[static_cast<size_t>(x - kXMin)];
+        if (static_cast<double>(atLeast) >= cfg_.autoDelayTargetOnTime * static_cast<double>(n)) d = D;
+      }
+      if (d < 0) d = cfg_.autoDelayMax;
+    } else if (health_.sampleCount(p) >= 3) {
+      // one way at the RTT's 95th percentile, plus half a frame for the ticks' phase
+      const double rtt95 = health_.rttPercentileMs(p, 95);
+      d = static_cast<int>(std::ceil((rtt95 / 2 + frameMs / 2) / frameMs));
+    } else {
+      known = false;
+    }
+    need = std::max(need, d);
+  }
+  if (!known) return -1;
+  return std::clamp(need, cfg_.autoDelayMin, cfg_.autoDelayMax);
+}
+
+// The auto delay's agreement at the start of an episode: every peer proposes, each takes the
+// largest proposal. Frames wait for it (STALL 'agreeing-delay'), at most delayAgreementTimeoutMs
+// after this peer's own proposal (then it goes on with the proposals it has).
+bool SyncEngine::agreeDelay(double nowMs) {
+  if (delayAgreed_) return true;
+  if (delayGateMs_ < 0) delayGateMs_ = nowMs;
+  if (delayProposal_ < 0) {
+    delayProposal_ = nextProposal_ >= 0 ? nextProposal_ : proposeDelay();
+    nextProposal_ = -1;
+    if (delayProposal_ < 0 && nowMs - delayGateMs_ >= 2000) delayProposal_ = std::clamp(2, cfg_.autoDelayMin, cfg_.autoDelayMax);
+    if (delayProposal_ < 0) return false;
+    proposalMs_ = nowMs;
+    lastQualityMs_ = -1e18;  // announce it now
+  }
+  int agreed = delayProposal_;
+  bool all = true;
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (p == local_) continue;
+    const Proposal& pr = proposals_[static_cast<size_t>(p)];
+    if (pr.valid && pr.episode == episode_) agreed = std::max(agreed, pr.delay);
+    else all = false;
+  }
+  if (!all && nowMs - proposalMs_ < cfg_.delayAgreementTimeoutMs) return false;
+  applyDelay(agreed, nowMs, all ? "agreed" : "timeout");
+  return true;
+}
+
+// The episode's input delay: the local inputs of its first `delay` frames are the default action.
+void SyncEngine::applyDelay(int delay, double nowMs, const char* how) {
+  cfg_.inputDelay = delay;
+  delayAgreed_ = true;
+  double lag;
+  for (int i = 0; i < delay; ++i)
+    if (!inputs(local_).known(episodeStart_ + i))
+      inputs(local_).insert(episodeStart_ + i, cfg_.defaultAction, Path::P2P, 0, episodeStart_, lag);
+  if (delayByEpisode_.size() < 4096) delayByEpisode_.push_back(delay);
+  events_.push(Event(EventType::InputDelay)
+                   .num(Field::kEpisode, episode_)
+                   .num(Field::kInputDelay, delay)
+                   .text(Field::kReason, how)
+                   .num(Field::kTimeMs, nowMs));
 }
 
 void SyncEngine::sendFocus(Outbox& box, int to) {
@@ -481,6 +624,12 @@ void SyncEngine::syncEpisodeEnd(double nowMs) {
     stateSync_.localEpisodeEnd(wireFrame(terminal_ - episodeStart_), nowMs);
     endSent_ = true;
     endSentMs_ = nowMs;
+    // the next episode's delay proposal, frozen now and announced while the end is agreed, so
+    // the next episode usually starts without waiting for the proposals
+    if (cfg_.autoDelay) {
+      nextProposal_ = proposeDelay();
+      lastQualityMs_ = -1e18;
+    }
   }
 }
 
@@ -523,7 +672,7 @@ void SyncEngine::syncState(double nowMs) {
 void SyncEngine::emitEpisodeEnd(double nowMs) {
   endEventEmitted_ = true;
   const uint32_t endRel = stateSync_.syncedEndFrame();
-  json summary{{"episode", episode_}, {"frame", endRel}, {"startFrame", episodeStart_}};
+  json summary{{"episode", episode_}, {"frame", endRel}, {"startFrame", episodeStart_}, {"inputDelay", cfg_.inputDelay}};
   if (endTimedOut_) summary["reason"] = "endTimeout";
   episodeSummaries_.push_back(std::move(summary));
   if (episodeSummaries_.size() > 256) episodeSummaries_.erase(episodeSummaries_.begin());
@@ -558,6 +707,7 @@ void SyncEngine::emitRows() {
     row.rollbacks = r.rollbacks;
     row.flags = r.stepFlags;
     row.firstSteppedMs = r.firstMs;
+    row.inputDelay = static_cast<uint8_t>(cfg_.inputDelay);
     std::memcpy(row.actions, r.actions.data(), static_cast<size_t>(numActors_));
     std::memcpy(row.rewards, r.rewards.data(), sizeof(double) * static_cast<size_t>(numActors_));
     if (!rows_.push(row)) break;  // full: retried once the reader has read
@@ -580,6 +730,7 @@ void SyncEngine::finishPlan(Status status) {
   H[plan::kTerminalFrame] = static_cast<int32_t>(terminal_);
   H[plan::kInputDelay] = cfg_.inputDelay;
   H[plan::kRowSize] = static_cast<int32_t>(rows_.rowBytes());
+  H[plan::kPacingUs] = cfg_.timeSync && !syncTest_.enabled() ? static_cast<int32_t>(std::lround(timeSync_.pacingMs(lastNowMs_) * 1000)) : 0;
 }
 
 // ------------------------------------------------------------------------------------- stepped
@@ -648,7 +799,7 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount) {
   m.playerIndex = static_cast<uint16_t>(local_);
   m.frame = wireFrame(newest);
   m.count = 0;
-  uint32_t entries = 0;
+  uint32_t entries = 0, fresh = 0;  // fresh: entries never sent on P2P before
   bool sentP2P = false;
   bool runUnfocused = false;
   auto flush = [&]() {
@@ -669,15 +820,17 @@ void SyncEngine::sendInputs(double nowMs, double bufferedAmount) {
     if (m.count && u != runUnfocused) flush();
     runUnfocused = u;
     m.inputs[m.count++] = FrameAction{wireFrame(f), a};
+    if (f > p2pSentUpTo_) ++fresh;
   }
   flush();
   if (entries == 0) return;
-  // New inputs: this frame's, and on the episode's first frame also the inputDelay default inputs
-  // the packet carries for the first time (the relay counts those too).
-  const bool firstSend = newInput_ && newest == episodeStart_ + cfg_.inputDelay;
-  const uint32_t fresh = firstSend ? entries : newInput_ ? 1u : 0u;
-  // Inputs count once per frame, whatever the number of peers (packets count per peer).
-  if (sentP2P) metrics_.inputSent(Path::P2P, fresh, entries);
+  // Inputs count once per frame, whatever the number of peers (packets count per peer): the new
+  // ones — this tick's (several while catching up), on the episode's first frame also the
+  // inputDelay default inputs, after an outage of P2P those it had not carried yet.
+  if (sentP2P) {
+    metrics_.inputSent(Path::P2P, fresh, entries);
+    p2pSentUpTo_ = newest;
+  }
   // The relay carries every new input under "dual", and under "p2p-first" whenever some peer
   // cannot be reached by P2P this frame (channel down, fallback, congestion).
   const bool relayNeeded = cfg_.sendPolicy == SendPolicy::Dual || congested || !p2pUsableAll();
@@ -748,6 +901,18 @@ void SyncEngine::onRemoteInput(int player, Frame frame, uint8_t action, bool unf
   if (agg == RxResult::Duplicate || agg == RxResult::OutOfWindow) agg = RxResult::Ok;
   metrics_.inputReceived(via, true);
   metrics_.inputMargin(static_cast<int32_t>(std::clamp<Frame>(frame - cur_, -1000, 1000)));
+  // Time sync and the auto delay learn from how early the input arrived (first deliveries).
+  timeSync_.onMargin(player, frame, cur_);
+  if (delayAgreed_ && !timeSync_.holding()) {
+    auto& h = xHist_[static_cast<size_t>(player)];
+    const Frame x = std::clamp<Frame>(frame - cur_ - cfg_.inputDelay, kXMin, kXMax);
+    ++h[static_cast<size_t>(x - kXMin)];
+    // about the last 3000 samples count: older ones fade by a quarter each time that many arrived
+    if (++xSamples_[static_cast<size_t>(player)] >= 3000) {
+      xSamples_[static_cast<size_t>(player)] = 0;
+      for (uint32_t& c : h) c -= c / 4;
+    }
+  }
   if (frame < cur_) {
     FrameRecord& rec = record(frame);
     if (rec.frame == frame) {
@@ -871,6 +1036,10 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
     case MsgType::FocusState:
       health_.onPacket(fromPeer, nowMs, &events_);
       onRemoteFocus(fromPeer, m.focused != 0, m.frame, nowMs);
+      return RxResult::Ok;
+    case MsgType::Quality:
+      health_.onPacket(fromPeer, nowMs, &events_);
+      onQuality(fromPeer, m, nowMs);
       return RxResult::Ok;
     case MsgType::StateHash:
       health_.onPacket(fromPeer, nowMs, &events_);
@@ -1027,16 +1196,20 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   terminalTruncated_ = endSent_ = endEventEmitted_ = endMismatchReported_ = endTimedOut_ = false;
   rowsUpTo_ = episodeStart_ - 1;
   relaySentUpTo_ = kNoFrame;
+  p2pSentUpTo_ = kNoFrame;
   std::fill(lastHeader_.begin(), lastHeader_.end(), kNoFrame);
   for (InputBuffer& b : inputs_) b.reset(episodeStart_);
   for (FrameRecord& r : records_) r.frame = kNoFrame;
   snapshots_.clear();
   timeSync_.reset();
   syncTest_.reset();
-  // The local inputs of the first inputDelay frames are the default action.
-  double lag;
-  for (int i = 0; i < cfg_.inputDelay; ++i)
-    inputs(local_).insert(episodeStart_ + i, cfg_.defaultAction, Path::P2P, 0, episodeStart_, lag);
+  // The episode's input delay: fixed now, or agreed by the peers before its first frame.
+  delayProposal_ = -1;
+  delayGateMs_ = proposalMs_ = -1;
+  if (cfg_.autoDelay && inputDelay < 0) delayAgreed_ = false;
+  else applyDelay(cfg_.inputDelay, lastNowMs_, "fixed");
+  started_ep_ = false;
+  readyWaitMs_ = -1;
   writer_.clear();
   finishPlan(Status::Run);
   return "";
@@ -1088,8 +1261,19 @@ nlohmann::json SyncEngine::exportSessionMetrics() const {
   j["inputs"] = m["inputs"];
   j["rollbacks"] = m["rollbacks"];
   j["sync"] = s;
+  json adv = json::array();
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (p == local_) continue;
+    const TimeSync::LeadStats& ls = timeSync_.leadStats(p);
+    adv.push_back(json{{"peer", p},
+                       {"samples", ls.samples},
+                       {"mean", ls.samples ? ls.sum / static_cast<double>(ls.samples) : 0.0},
+                       {"p95", TimeSync::p95(ls)},
+                       {"shareBeyondOne", ls.samples ? static_cast<double>(ls.beyondOne) / static_cast<double>(ls.samples) : 0.0}});
+  }
   j["quality"] = json{{"stalls", m["stalls"]}, {"waits", m["waits"]}, {"connectionType", m["connectionType"]},
-                      {"fallback", h["fallback"]}, {"peers", h["peers"]}};
+                      {"fallback", h["fallback"]}, {"peers", h["peers"]}, {"frameAdvantage", adv},
+                      {"inputDelayByEpisode", delayByEpisode_}};
   j["rejected"] = m["rejected"];
   j["events"] = json{{"dropped", events_.dropped() + out_.dropped()}};
   j["episodes"] = episodeSummaries_;

@@ -123,6 +123,7 @@ class SyncEngine {
   const Metrics& metrics() const { return metrics_; }
   const Health& health() const { return health_; }
   const StateSync& stateSync() const { return stateSync_; }
+  const TimeSync& timeSync() const { return timeSync_; }
 
  private:
   class Call;
@@ -185,6 +186,13 @@ class SyncEngine {
   void onRemoteFocus(int peer, bool focused, Frame frame, double nowMs);
   void sendFocus(Outbox& box, int to);
   void updatePause(double nowMs);
+  // input delay: QUALITY reports, the auto delay's proposal and agreement
+  void sendQuality(Outbox& box);
+  void onQuality(int peer, const Message& m, double nowMs);
+  int proposeDelay() const;
+  bool agreeDelay(double nowMs);
+  bool startBarrier(double nowMs);
+  void applyDelay(int delay, double nowMs, const char* how);
   RxResult handleMessage(const Message& m, int fromPeer, Path via, double nowMs);
   void beginReceive();
   RxResult endReceive(RxResult r);
@@ -236,6 +244,25 @@ class SyncEngine {
   Frame rowsUpTo_ = kNoFrame;        // newest frame whose research row was emitted
   uint64_t rowsLost_ = 0;            // confirmed frames whose record left the ring before its row went out
   // focus
+  // input delay (auto): proposals per peer for an episode, margin histograms per peer
+  struct Proposal {
+    bool valid = false;
+    uint32_t episode = 0;
+    int delay = 0;
+  };
+  static constexpr int kXMin = -48, kXMax = 32;  // margin - delay, frames
+  bool delayAgreed_ = true;
+  int delayProposal_ = -1;           // this peer's proposal for the current episode (-1: not yet)
+  int nextProposal_ = -1;            // its proposal for the next episode (made when the END goes out)
+  double delayGateMs_ = -1;          // when this episode began waiting for the agreement
+  double proposalMs_ = -1;           // when this peer's proposal was made
+  std::vector<Proposal> proposals_;
+  std::vector<std::array<uint32_t, kXMax - kXMin + 1>> xHist_;
+  std::vector<uint32_t> xSamples_;
+  std::vector<int> delayByEpisode_;
+  double lastQualityMs_ = -1e18;
+  bool started_ep_ = false;          // the episode's start barrier was passed
+  double readyWaitMs_ = -1;          // when this episode began waiting for the peers' READY
   bool localFocused_ = true;
   bool returning_ = false;           // back in focus and still catching up with the others
   Frame localFocusFrame_ = 0;        // the first local input frame of the current focus state
@@ -245,9 +272,9 @@ class SyncEngine {
   double pausedSinceMs_ = 0;
   Frame pausedAtFrame_ = 0;
   Frame relaySentUpTo_ = kNoFrame;   // newest local input given to the relay
+  Frame p2pSentUpTo_ = kNoFrame;     // newest local input sent on P2P
   bool started_ = false;
   bool stalled_ = false;
-  bool newInput_ = false;            // this advance inserted a new local input
   double lastNowMs_ = 0;
   std::vector<double> lastRequestMs_;
   std::vector<uint32_t> budget_;     // packets accepted from each peer since the last advance
