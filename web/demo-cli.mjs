@@ -12,7 +12,7 @@
 //     --fps N                (30)
 //     --seed S               number or string (1)
 //     --env js|pyodide       the JS grid game or the Python gridworld in Pyodide (js)
-//     --input-delay N        engine inputDelay (engine default)
+//     --input-delay N|auto   engine inputDelay (engine default 2); auto: agreed per episode from the link
 //     --cut-p2p-at F         close every P2P channel once every peer executed F frames
 //     --restore-p2p-at F     reopen them once every peer executed F frames
 //     --stall-peer P:MS@F    peer P does not tick for MS ms (virtual) after its frame F
@@ -41,7 +41,7 @@ const MAX_OTHER_LINES = 40;
 
 const USAGE = `usage: scripts/demo [--players N] [--profile lan|wifi|mobile|bad|hostile] [--frames N] [--fps N]
                    [--episodes N] [--end-on-score K]
-                   [--seed S] [--env js|pyodide] [--input-delay N] [--cut-p2p-at F] [--restore-p2p-at F]
+                   [--seed S] [--env js|pyodide] [--input-delay N|auto] [--cut-p2p-at F] [--restore-p2p-at F]
                    [--stall-peer P:MS@F] [--corrupt-at F] [--corrupt-peer P] [--sync-test K]
                    [--nondeterministic] [--json] [--dump-traffic DIR] [--data-out DIR] | --serve [--host H] [--port P]
 exit status: 0 healthy, 1 unhealthy, 2 bad arguments`;
@@ -92,7 +92,7 @@ function parse(argv) {
   else o.seed = 1;
   o.env = values.env ?? 'js';
   if (o.env !== 'js' && o.env !== 'pyodide') throw new ArgError(`--env must be js or pyodide (got '${o.env}')`);
-  o.inputDelay = intArg(values['input-delay'], 'input-delay', 0, 30);
+  o.inputDelay = values['input-delay'] === 'auto' ? 'auto' : intArg(values['input-delay'], 'input-delay', 0, 30);
   o.cutP2PAt = intArg(values['cut-p2p-at'], 'cut-p2p-at', 0, 1_000_000);
   o.restoreP2PAt = intArg(values['restore-p2p-at'], 'restore-p2p-at', 0, 1_000_000);
   if (o.restoreP2PAt !== undefined && o.cutP2PAt === undefined) throw new ArgError('--restore-p2p-at needs --cut-p2p-at');
@@ -249,7 +249,10 @@ async function main() {
     ['action logs', `${r.actionLogsIdentical ? 'identical' : 'DIFFERENT'} over ${r.comparedFrames} confirmed frames`],
     ['research data', r.episodes.every((e) => same(e.dataDigestByPeer)) ? `equal on every peer (${r.episodes.map((e) => `${e.rowsByPeer[0]} rows`).join(', ')})` : 'DIFFERENT between peers'],
     ['desyncs', desync],
-    ['rollbacks', `${r.rollbacks.count} (p99 depth ${r.rollbacks.p99Frames}, max ${r.rollbacks.maxFrames} frames)`],
+    ['rollbacks', `${r.rollbacks.count} (per peer ${r.rollbacks.perPeer.join('/')}; p99 depth ${r.rollbacks.p99Frames}, max ${r.rollbacks.maxFrames} frames)`],
+    ['input delay', `${r.inputDelayByEpisode.join(', ')} frame(s) by episode${o.inputDelay === 'auto' ? ' (auto: agreed by every peer)' : ''}`],
+    ['frame advantage', r.frameAdvantage.flat().filter((a) => a.peer < a.remotePeer)
+      .map((a) => `P${a.peer}-P${a.remotePeer} mean ${fmt(a.mean, 2)}, p95 ${fmt(a.p95, 2)}, >1 frame ${fmt(100 * a.shareBeyondOne, 1)}%`).join('; ') || 'n/a'],
     ['stalls', `${r.stalls} ticks (waits ${r.waits})`],
     ['P2P ratio', r.p2pRatio == null ? 'n/a' : `${fmt(100 * r.p2pRatio, 1)}% of received inputs came by P2P first`],
     ['fallback', fb],

@@ -197,7 +197,26 @@ function createLib(M) {
         dv.setUint16(MSG.playerIndex, uintField(msg, 'playerIndex', 0xffff), true);
         dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
         dv.setUint16(MSG.count, writeEntries(dv, msg.inputs, maxInputs('INPUT')), true);
+        if (msg.unfocused) dv.setUint8(MSG.flags, 1);
         break;
+      case 'QUALITY': {
+        dv.setUint32(MSG.episode, uintField(msg, 'episode', 0xffffffff), true);
+        dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
+        let flags = 0;
+        if (msg.margin !== undefined && msg.margin !== null) {
+          if (typeof msg.margin !== 'number' || !Number.isFinite(msg.margin) || Math.abs(msg.margin) > 2047) {
+            throw new TypeError('encode: field "margin" must be a number of frames in -2047..2047');
+          }
+          dv.setInt16(MSG.margin, Math.round(msg.margin * 16), true);
+          flags |= 1;
+        }
+        if (msg.delay !== undefined && msg.delay !== null) {
+          dv.setUint8(MSG.delay, uintField(msg, 'delay', L.limits.maxInputDelay));
+          flags |= 2;
+        }
+        dv.setUint8(MSG.flags, flags);
+        break;
+      }
       case 'PING': case 'PONG':
         if (typeof msg.timestamp !== 'number' || !Number.isFinite(msg.timestamp) || msg.timestamp < 0) {
           throw new TypeError('encode: field "timestamp" must be a finite number >= 0');
@@ -225,6 +244,7 @@ function createLib(M) {
       case 'INPUT_RESPONSE':
         dv.setUint16(MSG.playerIndex, uintField(msg, 'playerIndex', 0xffff), true);
         dv.setUint16(MSG.count, writeEntries(dv, msg.inputs, maxInputs('INPUT_RESPONSE')), true);
+        if (msg.unfocused) dv.setUint8(MSG.flags, 1);
         break;
       case 'FOCUS_STATE':
         if (typeof msg.focused !== 'boolean' && msg.focused !== 0 && msg.focused !== 1) {
@@ -258,8 +278,18 @@ function createLib(M) {
     const digest = () => hex8(dv.getUint32(MSG.digestHi, true)) + hex8(dv.getUint32(MSG.digestLo, true));
     const count = () => dv.getUint16(MSG.count, true);
     switch (type) {
-      case 'INPUT':
-        return { type, playerIndex: dv.getUint16(MSG.playerIndex, true), frame: dv.getUint32(MSG.frame, true), inputs: readEntries(dv, count()) };
+      case 'INPUT': {
+        const m = { type, playerIndex: dv.getUint16(MSG.playerIndex, true), frame: dv.getUint32(MSG.frame, true), inputs: readEntries(dv, count()) };
+        if (dv.getUint8(MSG.flags)) m.unfocused = true;
+        return m;
+      }
+      case 'QUALITY': {
+        const m = { type, episode: dv.getUint32(MSG.episode, true), frame: dv.getUint32(MSG.frame, true) };
+        const flags = dv.getUint8(MSG.flags);
+        if (flags & 1) m.margin = dv.getInt16(MSG.margin, true) / 16;
+        if (flags & 2) m.delay = dv.getUint8(MSG.delay);
+        return m;
+      }
       case 'PING': case 'PONG':
         return { type, timestamp: dv.getFloat64(MSG.timestamp, true) };
       case 'KEEPALIVE':
@@ -272,8 +302,11 @@ function createLib(M) {
         return { type, frame: dv.getUint32(MSG.frame, true), digest: digest() };
       case 'INPUT_REQUEST':
         return { type, start: dv.getUint32(MSG.start, true), end: dv.getUint32(MSG.end, true) };
-      case 'INPUT_RESPONSE':
-        return { type, playerIndex: dv.getUint16(MSG.playerIndex, true), inputs: readEntries(dv, count()) };
+      case 'INPUT_RESPONSE': {
+        const m = { type, playerIndex: dv.getUint16(MSG.playerIndex, true), inputs: readEntries(dv, count()) };
+        if (dv.getUint8(MSG.flags)) m.unfocused = true;
+        return m;
+      }
       case 'FOCUS_STATE':
         return { type, focused: dv.getUint8(MSG.focused) === 1, frame: dv.getUint32(MSG.frame, true) };
     }
@@ -326,6 +359,7 @@ function createLib(M) {
         predictedMask: dv.getUint16(off + RW.predictedMask, true),
         unfocusedMask: dv.getUint16(off + RW.unfocusedMask, true),
         rollbacks: dv.getUint16(off + RW.rollbacks, true),
+        inputDelay: view[off + RW.inputDelay],
         terminated: (flags & RF.terminated) !== 0,
         truncated: (flags & RF.truncated) !== 0,
         hasRewards: (flags & RF.rewards) !== 0,
@@ -374,6 +408,7 @@ function createLib(M) {
       this.verifiedFrame = -1;
       this.terminalFrame = -1;
       this.inputDelay = 0;
+      this.pacingMs = 0;
       this.requests = 0;
       this.rollback = null;
       this.outgoing = [];
@@ -392,6 +427,7 @@ function createLib(M) {
       this.verifiedFrame = H[PW.verifiedFrame];
       this.terminalFrame = H[PW.terminalFrame];
       this.inputDelay = H[PW.inputDelay];
+      this.pacingMs = H[PW.pacingUs] / 1000;
       this.requests = H[PW.requestCount];
       if (H[PW.rollbackTarget] >= 0) {
         const r = this._rb;

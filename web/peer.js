@@ -144,7 +144,7 @@ export class SessionPeer {
     }
     const head = {
       status: plan.status, episode: plan.episode, episodeStart: plan.episodeStart,
-      rollback: plan.rollback ? { ...plan.rollback } : null,
+      rollback: plan.rollback ? { ...plan.rollback } : null, pacingMs: plan.pacingMs, inputDelay: plan.inputDelay,
     };
     let ran;
     try {
@@ -191,6 +191,9 @@ export class SessionPeer {
       rollback: head.rollback,
       confirmedFrame: this.confirmedFrame,
       verifiedFrame: this.verifiedFrame,
+      // time sync: stretch (> 0) or shrink the interval before the next step by this much
+      pacingMs: head.pacingMs,
+      inputDelay: head.inputDelay,
     };
     return then(this._drainEvents(), () => {
       this._inStep = false;

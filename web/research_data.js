@@ -11,6 +11,8 @@
 //   terminated, truncated               the step ended the episode (the frame's last simulation)
 //   isFocused.<id>                      false when the player's page was hidden as it chose this frame's
 //                                       input, or the frame is one it missed while hidden (its catch-up)
+//   inputDelay                          the input delay (frames) the episode ran with (agreed by every
+//                                       peer with inputDelay 'auto')
 //   timestamp                           LOCAL: wall-clock ms (epoch) when this peer first stepped the frame
 // LOCAL columns describe this participant's own experience of the frame (what it had to predict,
 // how often it was corrected, when): they differ between peers by nature. Every other column is
@@ -55,7 +57,7 @@ export class ResearchData {
     for (const id of this.actorIds) c.push(`reward.${id}`);
     c.push('terminated', 'truncated');
     for (const id of this.ids) c.push(`isFocused.${id}`);
-    c.push('timestamp');
+    c.push('inputDelay', 'timestamp');
     return Object.freeze(c);
   }
 
@@ -87,6 +89,7 @@ export class ResearchData {
     row.terminated = r.terminated;
     row.truncated = r.truncated;
     for (let p = 0; p < this.numPlayers; p++) row[`isFocused.${this.ids[p]}`] = (r.unfocusedMask >> p & 1) === 0;
+    row.inputDelay = r.inputDelay;
     row.timestamp = Math.round(this.clockOrigin + r.firstSteppedMs);
     this.rowsSeen++;
     if (this.keepEpisodes > 0) this._episode(r.episode).rows.push(row);

@@ -202,7 +202,11 @@ export class SimWorld {
       this.peers[a].sp.poll();
       this.peers[b].sp.poll();
     };
-    this._deliver = (to, from, path, payload) => this._deliverMessage(to, from, path, payload);
+    // a message is received at its own delivery time (the clock the peers read moves with it)
+    this._deliver = (to, from, path, payload, at) => {
+      if (at > this.now) this.now = at;
+      return this._deliverMessage(to, from, path, payload);
+    };
   }
 
   _createPeer(i, env, peerEnv, config, nextAt, episodes, driver) {
@@ -263,7 +267,11 @@ export class SimWorld {
     peer.nextAt = t + this.dt;
     // A page that played every episode stops stepping (its engine still answers on receive).
     if (peer.paused || (this.stopWhenFinished && peer.sp.finished)) return null;
-    return this.stepPeer(peer);
+    const r = this.stepPeer(peer);
+    // the page's frame loop honours the engine's pacing (time sync): the next tick comes a little
+    // earlier or later
+    const pace = (res) => { peer.nextAt += res && res.pacingMs ? res.pacingMs : 0; return res; };
+    return r && typeof r.then === 'function' ? r.then(pace) : pace(r);
   }
 
   /**
@@ -588,12 +596,20 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
   const rewards = peers.map((p) => p.env.rewards());
   const episodeSummaries = peers.map((p) => p.sp.episodeSummaryLine ?? p.sp.engine.episodeSummary(p.env.rewards()));
   const recv = p2p.reduce((a, m) => ({ p2p: a.p2p + m.inputsReceivedViaP2P, relay: a.relay + m.inputsReceivedViaSocketIO }), { p2p: 0, relay: 0 });
+  // time sync and the input delay (issue 17): each peer's lead over every other peer, the rollback
+  // shares, and the input delay each episode ran with (every peer must have used the same)
+  const frameAdvantage = perPeer.map((m, i) => m.quality.frameAdvantage.map((a) => ({ peer: i, remotePeer: a.peer, samples: a.samples, mean: round3(a.mean), p95: a.p95, shareBeyondOne: round3(a.shareBeyondOne) })));
+  const inputDelayByEpisode = perPeer.map((m) => m.quality.inputDelayByEpisode);
+  const inputDelayAgreed = inputDelayByEpisode.every((d) => JSON.stringify(d.slice(0, episodes.length)) === JSON.stringify(inputDelayByEpisode[0].slice(0, episodes.length)));
+  const rbTotal = rollbacks.perPeer.reduce((a, b) => a + b, 0);
+  rollbacks.sharePerPeer = rollbacks.perPeer.map((n) => (rbTotal > 0 ? round3(n / rbTotal) : null));
   const p2pRatio = recv.p2p + recv.relay > 0 ? recv.p2p / (recv.p2p + recv.relay) : null;
 
   // verdict
   const reasons = [];
   if (timedOut) reasons.push(`timed out: not every peer ended ${o.episodes} episode(s) within the virtual-time bound (episodes ended: ${peers.map((p) => p.sp.episodesCompleted).join('/')}, frames run: ${peers.map((p) => p.framesRun).join('/')})`);
   else if (!allEnded) reasons.push(`not every peer ended ${o.episodes} episode(s): ${peers.map((p) => p.sp.episodesCompleted).join('/')}`);
+  if (!inputDelayAgreed) reasons.push(`the peers ran episodes with different input delays: ${JSON.stringify(inputDelayByEpisode)}`);
   if (!endsAgree) reasons.push(`episodes ended on different frames: ${JSON.stringify(episodes.map((e) => e.endFramesByPeer))}`);
   if (mode0(o) === 'normal') {
     const digestsDiffer = episodes.filter((e) => !e.dataDigestByPeer.every((d) => d !== null && d === e.dataDigestByPeer[0]));
@@ -656,6 +672,9 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     desyncs: desyncEvents.length,
     desyncEvents,
     rollbacks,
+    frameAdvantage,
+    inputDelayByEpisode: inputDelayByEpisode[0],
+    inputDelayByEpisodeByPeer: inputDelayByEpisode,
     stalls,
     waits,
     p2pRatio,
@@ -681,6 +700,8 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     perPeer,
   };
 }
+
+function round3(x) { return Math.round(x * 1000) / 1000; }
 
 function mode0(o) {
   return o.corruptAt != null ? 'corrupt' : (o.syncTest > 0 && o.nondeterministic) ? 'nondeterminism' : 'normal';

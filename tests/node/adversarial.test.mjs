@@ -74,7 +74,7 @@ describe('adversarial peer (real .wasm, live two-engine session)', () => {
     assert.equal(s.attack(Object.assign([...input], { 7: 0 })), 'BAD_COUNT');
     assert.equal(s.attack(Object.assign([...input], { 7: 255 })), 'BAD_COUNT');
     assert.equal(s.attack([0x13, 0, 1, 0, 0]), 'BAD_COUNT');
-    assert.equal(s.attack(Object.assign([...input], { 8: 1 })), 'BAD_FLAGS');
+    assert.equal(s.attack(Object.assign([...input], { 8: 2 })), 'BAD_FLAGS');  // 0x01 is kInputUnfocused
     for (const t of [0x00, 0x08, 0x11, 0xff]) assert.equal(s.attack([t, 0, 0, 0, 0]), 'UNKNOWN_TYPE');
     const f = s.frame;
     const nonMono = [0x01, 0, 1, ...u32be(f), 2, 0, ...u32be(f), 1, ...u32be(f - 1), 1];

@@ -28,6 +28,14 @@ const GOLDEN = [
     { type: 'INPUT_RESPONSE', playerIndex: 2, inputs: [{ frame: 100, action: 1 }, { frame: 101, action: 0 }, { frame: 103, action: 255 }] }],
   ['FOCUS_STATE', [0x14, 0x01, 0x01, 0x02, 0x03, 0x04], { type: 'FOCUS_STATE', focused: true, frame: 0x01020304 }],
   ['FOCUS_STATE blur', [0x14, 0x00, 0xFF, 0xFF, 0xFF, 0xFF], { type: 'FOCUS_STATE', focused: false, frame: 0xFFFFFFFF }],
+  ['INPUT unfocused', [0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07, 0x01, 0x01, 0x00, 0x00, 0x00, 0x07, 0x04],
+    { type: 'INPUT', playerIndex: 1, frame: 7, inputs: [{ frame: 7, action: 4 }], unfocused: true }],
+  ['INPUT_RESPONSE unfocused', [0x13, 0x00, 0x00, 0x80, 0x01, 0x00, 0x00, 0x00, 0x09, 0x02],
+    { type: 'INPUT_RESPONSE', playerIndex: 0, inputs: [{ frame: 9, action: 2 }], unfocused: true }],
+  ['QUALITY', [0x15, 0x00, 0x00, 0x00, 0x02, 0x03, 0x03, 0xFF, 0xE8, 0x01, 0x02, 0x03, 0x04],
+    { type: 'QUALITY', episode: 2, frame: 0x01020304, margin: -1.5, delay: 3 }],
+  ['QUALITY margin only', [0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x24, 0x00, 0x00, 0x00, 0x00],
+    { type: 'QUALITY', episode: 0, frame: 0, margin: 2.25 }],
 ];
 
 test('the done-when example round-trips and [1,0,1] is TRUNCATED', () => {
@@ -42,7 +50,7 @@ test('golden vectors decode to the expected message and encode back to the same 
     assert.deepEqual(Array.from(lib.encode(msg)), bytes, name);
   }
   const types = new Set(GOLDEN.map((g) => g[2].type));
-  assert.equal(types.size, 10, 'every message type has a golden vector');
+  assert.deepEqual([...types].sort(), Object.keys(lib.layout.messageTypes).sort(), 'every message type has a golden vector');
 });
 
 test('decode accepts ArrayBuffer, Buffer and typed-array views', () => {
@@ -69,13 +77,16 @@ test('every decode error code from a crafted input', () => {
     TRUNCATED: [0x01, 0, 1],
     TRAILING_BYTES: [0x04, 0],
     BAD_COUNT: [0x01, 0, 1, 0, 0, 0, 7, 255, 0],
-    BAD_FLAGS: [0x01, 0, 1, 0, 0, 0, 7, 1, 1, 0, 0, 0, 7, 3],
+    BAD_FLAGS: [0x01, 0, 1, 0, 0, 0, 7, 1, 2, 0, 0, 0, 7, 3],  // flags 0x02 (0x01 is kInputUnfocused)
     NON_MONOTONIC_FRAMES: [0x01, 0, 1, 0, 0, 0, 7, 2, 0, 0, 0, 0, 7, 1, 0, 0, 0, 6, 1],
     FRAME_AFTER_HEADER: [0x01, 0, 1, 0, 0, 0, 7, 1, 0, 0, 0, 0, 8, 1],
     BAD_TIMESTAMP: [0x02, 0x7F, 0xF8, 0, 0, 0, 0, 0, 0],
     BAD_RANGE: [0x12, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF],
     BAD_VALUE: [0x14, 2, 0, 0, 0, 1],
   };
+  // QUALITY: flags other than margin|proposal, a proposed delay above the limit
+  assert.deepEqual(lib.decode(new Uint8Array([0x15, 0, 0, 0, 0, 3, 0x04, 0, 0, 0, 0, 0, 0])), { error: 'BAD_FLAGS' });
+  assert.deepEqual(lib.decode(new Uint8Array([0x15, 0, 0, 0, 0, lib.layout.limits.maxInputDelay + 1, 0x02, 0, 0, 0, 0, 0, 0])), { error: 'BAD_VALUE' });
   for (const [code, bytes] of Object.entries(cases)) {
     assert.deepEqual(lib.decode(new Uint8Array(bytes)), { error: code }, code);
   }
@@ -104,6 +115,9 @@ test('encode refuses what it cannot encode, naming the field, and never truncate
     [{ type: 'INPUT_REQUEST', start: 0, end: 256 }, /range/],
     [{ type: 'FOCUS_STATE', focused: 'yes', frame: 1 }, /focused/],
     [{ type: 'EPISODE_END', frame: -1, episode: 0 }, /frame/],
+    [{ type: 'QUALITY', episode: 0, frame: 0, delay: 31 }, /delay/],
+    [{ type: 'QUALITY', episode: 0, frame: 0, margin: NaN }, /margin/],
+    [{ type: 'QUALITY', episode: 0, frame: 0, margin: 4000 }, /margin/],
   ];
   for (const [msg, field] of bad) {
     assert.throws(() => lib.encode(msg), (e) => e instanceof TypeError && field.test(e.message), JSON.stringify(msg));
@@ -153,11 +167,18 @@ test('lib.layout is what encode / decode / receive / advance produce', () => {
   // a plan: request kinds, step flags and status names are the table's
   assert.deepEqual({ ...lib.REQUEST }, { LOAD: L.requestKinds.indexOf('load'), SAVE: L.requestKinds.indexOf('save'), ADVANCE: L.requestKinds.indexOf('advance') });
   assert.deepEqual({ ...lib.STEP }, { TERMINATED: L.stepFlags.terminated, TRUNCATED: L.stepFlags.truncated, REWARDS: L.stepFlags.rewards });
-  const e = new lib.SyncEngine({ localPlayerIndex: 0, numPlayers: 2, inputDelay: 0 });
+  const e = new lib.SyncEngine({ localPlayerIndex: 0, numPlayers: 2, inputDelay: 0, readyTimeoutMs: 0 });
   try {
     assert.equal(e.layout, L);
-    const plan = e.advance(0, 3);
-    assert.ok(L.status.includes(plan.status) && plan.status === 'RUN');
+    // the episode's start barrier: the first plan saves frame 0 (the READY goes out with it)
+    let plan = e.advance(0, 3);
+    assert.ok(L.status.includes(plan.status) && plan.status === 'STARTING');
+    assert.deepEqual([...Array(plan.requests).keys()].map((i) => L.requestKinds[plan.kind(i)]), ['save']);
+    assert.equal(plan.frameOf(0), 0);
+    e.saveSnapshot(0, '{"x":0}');
+    // (no peer answers: the barrier opens after readyTimeoutMs, here 0)
+    plan = e.advance(1, 3);
+    assert.ok(L.status.includes(plan.status) && plan.status === 'RUN', plan.status);
     assert.deepEqual([...Array(plan.requests).keys()].map((i) => L.requestKinds[plan.kind(i)]), ['save', 'advance']);
     assert.deepEqual([plan.frameOf(0), plan.frameOf(1), plan.isReplay(1)], [0, 0, false]);
     assert.deepEqual([...plan.actionsOf(1)], [3, 0]);
@@ -195,7 +216,7 @@ test('the JS names come from the module\'s table: a module with renamed names yi
   assert.deepEqual(renamed.decode(new Uint8Array([0x04])), { type: 'KEEPALIVE' });
   const e = new renamed.SyncEngine({ localPlayerIndex: 0, numPlayers: 2 });
   try {
-    assert.equal(e.advance(0, 0).status, 'x_RUN');
+    assert.equal(e.advance(0, 0).status, 'x_STARTING');
     assert.equal(e.receive(renamed.encode({ type: 'KEEPALIVE' }), 1, 'p2p', 1), 'x_OK');
     assert.equal(e.receive(new Uint8Array(0), 1, 'p2p', 1), 'x_EMPTY');
     e.onChannelClosed(1, 2);
@@ -236,8 +257,9 @@ test('events decode with every field kind (number, bool, null, hex64, text, json
     for (const p of w.peers) {
       const m = p.sp.engine.exportSessionMetrics();
       const mine = (type) => p.events.filter((ev) => ev.type === type);
-      // (SessionPeer adds summary, finalStateHash and rewards to the episodeEnd events it passes on)
-      const added = new Set(['type', 'summary', 'finalStateHash', 'rewards']);
+      // (SessionPeer adds summary, finalStateHash, rewards and missingPeers to the episodeEnd
+      // events it passes on, missingPeers to endTimeout)
+      const added = new Set(['type', 'summary', 'finalStateHash', 'rewards', 'missingPeers']);
       for (const ev of p.events) {
         assert.ok(lib.layout.eventTypes.includes(ev.type), ev.type);
         for (const [k, v] of Object.entries(ev)) if (!added.has(k)) { assert.ok(lib.layout.fields.includes(k), k); kinds.add(kindOf(v)); }

@@ -82,6 +82,8 @@ test('config errors throw naming the key', () => {
 test('receive() of garbage returns named errors; history and memory stay put', () => {
   // one SessionPeer whose messages go nowhere: peer 1 is whoever sends the crafted bytes
   const { sp, engine: e, clock } = soloPeer(lib, { localPlayerIndex: 0, numPlayers: 2, timeSync: false }, createToyGame());
+  // the episode's start barrier: the first step saves frame 0 (its READY goes out)
+  assert.equal(sp.step(1).status, 'STARTING');
   const first = sp.step(1);
   assert.equal(first.status, 'RUN');
   assert.deepEqual(first.frames.map((f) => f.frame), [0], 'frame 0 ran through the driver');
@@ -93,7 +95,7 @@ test('receive() of garbage returns named errors; history and memory stay put', (
   assert.equal(rx(Uint8Array.of(0x7f)), 'UNKNOWN_TYPE');
   assert.equal(rx(Uint8Array.of(0x01, 0, 1)), 'TRUNCATED');
   assert.equal(rx(Uint8Array.of(0x01, 0, 1, 0, 0, 0, 5, 0, 0)), 'BAD_COUNT');
-  assert.equal(rx(Uint8Array.of(0x01, 0, 1, 0, 0, 0, 5, 1, 1, 0, 0, 0, 5, 2)), 'BAD_FLAGS');
+  assert.equal(rx(Uint8Array.of(0x01, 0, 1, 0, 0, 0, 5, 1, 2, 0, 0, 0, 5, 2)), 'BAD_FLAGS');  // 0x01 is kInputUnfocused
   const ok = input(1, [[0, 2], [1, 2]]);
   assert.equal(rx(Uint8Array.of(...ok, 0)), 'TRAILING_BYTES');
   assert.equal(rx(Uint8Array.of(0x01, 0, 1, 0, 0, 0, 5, 2, 0, 0, 0, 0, 4, 1, 0, 0, 0, 3, 1)), 'NON_MONOTONIC_FRAMES');

@@ -261,8 +261,10 @@ export function assertInSync(w, { minCompared = 1, verifiedWithin = null } = {})
  */
 export function soloPeer(lib, config, env) {
   const clock = { now: 0 };
+  // No peer ever answers its READY: the episode's start barrier opens at once (readyTimeoutMs 0)
+  // unless the test sets another timeout.
   const sp = new SessionPeer({
-    lib, config, env, now: () => clock.now,
+    lib, config: { readyTimeoutMs: 0, ...config }, env, now: () => clock.now,
     transport: { sendP2P: () => true, emitRelay: () => {}, bufferedAmount: () => 0 },
   });
   return { sp, engine: sp.engine, clock };
