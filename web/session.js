@@ -1,26 +1,43 @@
-// session.js — browser glue around one p2psync SyncEngine:
-//   * one RTCDataChannel per remote peer ({ordered:false, maxRetransmits:0}, binaryType
-//     'arraybuffer'; for each pair the LOWER player index creates the channel and the offer),
-//     signaled through the server's `signal` event;
-//   * a Socket.IO socket for signaling and the fallback relay (pyodide_player_action ->
-//     pyodide_other_player_action, p2p_state_sync, p2psync_packet);
-//   * an env adapter { step(actions), getState() -> JSON text, setState(text),
-//     replay?(framesActions, saveFlags) -> (string|null)[], rewards?() } — any method may be async.
+// session.js — browser glue around one p2psync participant (web/peer.js SessionPeer):
+//   * one RTCPeerConnection + RTCDataChannel per remote peer ({ordered:false, maxRetransmits:0},
+//     binaryType 'arraybuffer'; for each pair the LOWER player index creates the channel and the
+//     offer), from a full RTCConfiguration (rtcConfig); ICE restarts and channel re-opens after an
+//     outage (see "WebRTC" below);
+//   * a transport for pairing, signaling and the fallback relay: p2psync's server protocol over a
+//     Socket.IO socket (web/transport_p2psync.js: join / signal, pyodide_player_action ->
+//     pyodide_other_player_action, p2p_state_sync, p2psync_packet) or mug's (web/transport_mug.js);
+//   * an env adapter (web/driver.js): { step(actions, info) -> {terminated, truncated, rewards},
+//     getState() -> JSON text, setState(text), reset?(), replay?(...), rewards?() } — any method
+//     may be async.
 //
 //   const session = await P2PSyncSession.connect({ lib, socket, env, room, players: 2 });
-//   setInterval(async () => { const r = await session.step(localAction); render(r); }, 33);
+//   const session = await P2PSyncSession.connect({ lib, transport: new MugTransport(socket), env });
+//   const loop = startFrameLoop({ session, fps: 30, action: () => localAction, onFrame: render });
+//   (web/frame_loop.js: one step per frame by deadline, applying step()'s pacingMs — time sync's
+//   sub-frame correction; a plain setInterval loop works too, corrected by occasional WAITs)
 //
-// Per step: engine.advance(now, localAction, botActions, bufferedAmount = max over channels),
-// outgoing messages are sent at once on their path (P2P → channel(s), relay → socket.emit), a
-// rollback is applied through the adapter (load snapshot, replay, re-save flagged snapshots),
-// the pre-step snapshot is saved when the plan asks for it, then the env steps this frame.
-// Engine events come out as DOM events ('rollback', 'desync', 'fallback', 'stall', 'episodeEnd',
-// 'recovery', 'interrupted', 'disconnected', 'reconnected', 'verified', 'nondeterminism',
-// 'error', 'focus'; CustomEvent, detail = the engine's event object) plus the reference console
-// lines ([P2P Sync] ..., [P2P Fallback] ..., [Episode] ...).
+// Per step the SessionPeer does what every participant does (the simulator runs the same code):
+// engine.advance → outgoing messages sent at once on their path (P2P → channel(s), relay →
+// socket.emit) → the plan's ordered requests run against the env (driver.js) → engine events.
+// Engine events come out as DOM events ('rollback', 'desync', 'fallback', 'stall', 'stallEnd',
+// 'episodeEnd', 'terminal', 'recovery', 'interrupted', 'disconnected', 'reconnected', 'verified',
+// 'nondeterminism', 'error', 'focus'; CustomEvent, detail = the event object) plus the reference
+// console lines ([P2P Sync] ..., [P2P Fallback] ..., [Episode] ...).
+//
+// Testing hooks: `clock` ({now, setTimeout, clearTimeout, setInterval, clearInterval}) and
+// `RTCPeerConnection` replace the browser's, so node tests run sessions in virtual time over
+// fake channels (tests/node/fakes.mjs).
 
-const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
-const isThenable = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function';
+import { SessionPeer } from './peer.js';
+import { P2PSyncServerTransport } from './transport_p2psync.js';
+
+const realClock = Object.freeze({
+  now: () => (typeof performance !== 'undefined' ? performance.now() : Date.now()),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (t) => clearTimeout(t),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (t) => clearInterval(t),
+});
 // Session-level start-barrier messages (see _startBarrier); never passed to the engine.
 const GLUE_HELLO = 0xf0;
 const GLUE_HELLO_ACK = 0xf1;
@@ -32,15 +49,6 @@ function toHex(bytes) {
   return s;
 }
 
-/** Wait for `event` on a Socket.IO socket (or reject after ms). */
-function onceSocket(socket, event, ms, what) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { socket.off(event, h); reject(new Error(`timed out waiting for ${what || event}`)); }, ms);
-    const h = (v) => { clearTimeout(t); resolve(v); };
-    socket.once(event, h);
-  });
-}
-
 export class P2PSyncSession extends EventTarget {
   /**
    * Join a room, create the engine, open the DataChannels and resolve when every channel is
@@ -48,18 +56,33 @@ export class P2PSyncSession extends EventTarget {
    * which puts them on the relay).
    * @param {object} o
    * @param {import('./p2psync.d.ts').P2PSyncLib} o.lib    loaded p2psync module
-   * @param {any} o.socket            Socket.IO client socket (connected or connecting)
-   * @param {object} o.env            env adapter
+   * @param {any} [o.socket]          Socket.IO client socket (connected or connecting): p2psync's
+   *                                  server protocol (web/transport_p2psync.js)
+   * @param {object} [o.transport]    or a transport (signaling + relay): P2PSyncServerTransport,
+   *                                  MugTransport (web/transport_mug.js), ...
+   * @param {object} o.env            env adapter (web/driver.js)
    * @param {string} [o.room]         room name (omit: server auto-pairing)
    * @param {number} [o.players=2]    room size 2..4
    * @param {object} [o.config]       extra SyncConfig fields (numPlayers/localPlayerIndex are set here)
-   * @param {number} [o.episodeFrames=0]  end the episode after this many frames (0 = never)
+   * @param {number} [o.episodeFrames=0]  truncate each episode after this many frames (0 = never;
+   *                                  the same as config.maxEpisodeFrames)
+   * @param {(env:object)=>boolean|Promise<boolean>} [o.isDone]  asked after every step of the env
+   *                                  (replays included): true ends the episode at that frame
+   * @param {number} [o.episodes=Infinity]  episodes to play; each next one starts by itself
+   * @param {boolean} [o.autoNextEpisode=true]  false: the page calls nextEpisode()
+   * @param {'episode'|'session'|'none'|number} [o.keepData='episode']  research rows kept in memory
+   * @param {boolean} [o.trackVisibility=true]  wire document visibilitychange to setFocus()
    * @param {number} [o.connectTimeoutMs=15000]
    * @param {number} [o.barrierTimeoutMs=6000]  start barrier / P2P validation (see _startBarrier)
    * @param {number} [o.settleRttMs=100]  barrier: probe RTT below which a channel counts as settled
    * @param {number} [o.joinTimeoutMs=60000]  waiting for the room to fill
    * @param {RTCIceServer[]} [o.iceServers=[]]
+   * @param {RTCConfiguration} [o.rtcConfig]  a full RTCConfiguration (TURN servers, iceTransportPolicy);
+   *                                  the transport's (e.g. mug's turn_config) is used when absent
    * @param {number} [o.statsIntervalMs=3000]  getStats polling (selected candidate pair)
+   * @param {number} [o.iceRestartGraceMs=2000]  ICE 'disconnected' this long → ICE restart ('failed':
+   *                                  at once); later attempts back off (x2, at most 15 s)
+   * @param {number} [o.maxIceRestarts=10]  ICE restarts per outage before staying on the relay
    * @param {(msg:string, level?:string)=>void} [o.log]
    * @returns {Promise<P2PSyncSession>}
    */
@@ -78,106 +101,134 @@ export class P2PSyncSession extends EventTarget {
   }
 
   constructor({
-    lib, socket, env, config = {}, episodeFrames = 0, iceServers = [], statsIntervalMs = 3000,
-    log = null, syncLogEveryFrames = 30, logRollbacks = false, isDone = null,
+    lib, socket = null, transport = null, env, config = {}, episodeFrames = 0, iceServers = [], rtcConfig = null, statsIntervalMs = 3000,
+    log = null, syncLogEveryFrames = 30, logRollbacks = false, isDone = null, episodes = Infinity,
+    autoNextEpisode = true, resetEnv = null, clock = realClock, RTCPeerConnection: RTC = null,
+    keepData = 'episode', trackVisibility = true, iceRestartGraceMs = 2000, maxIceRestarts = 10,
   } = {}) {
     super();
     if (!lib || !lib.SyncEngine) throw new TypeError('P2PSyncSession: lib (loaded p2psync) is required');
-    if (!socket) throw new TypeError('P2PSyncSession: socket is required');
+    if (!socket && !transport) throw new TypeError('P2PSyncSession: socket (or transport) is required');
     if (!env) throw new TypeError('P2PSyncSession: env adapter is required');
     this.lib = lib;
     this.socket = socket;
-    this.env = env;
-    this.config = config;
-    this.episodeFrames = episodeFrames | 0;
+    this.env = isDone ? withIsDone(env, isDone) : env;
+    this.config = episodeFrames > 0 ? { maxEpisodeFrames: episodeFrames | 0, ...config } : config;
     this.iceServers = iceServers;
+    this.rtcConfig = rtcConfig;
+    this.iceRestartGraceMs = Math.max(0, Number(iceRestartGraceMs) || 0);
+    this.maxIceRestarts = Math.max(0, maxIceRestarts | 0);
     this.statsIntervalMs = statsIntervalMs;
     this.syncLogEveryFrames = syncLogEveryFrames;
     this.logRollbacks = logRollbacks;
-    this.isDone = isDone;
+    this.episodes = episodes;
+    this.autoNextEpisode = autoNextEpisode;
+    this.resetEnv = resetEnv;
+    this.keepData = keepData;
+    this.trackVisibility = trackVisibility;
+    this.clock = clock;
+    this._RTC = RTC || globalThis.RTCPeerConnection;
     this._log = log || ((m, level) => (level === 'warn' ? console.warn(m) : level === 'error' ? console.error(m) : console.log(m)));
 
-    this.engine = null;
+    /** @type {SessionPeer|null} the participant (engine, env, per-frame logic) */
+    this.peer = null;
     this.playerIndex = -1;
     this.numPlayers = 0;
     this.room = null;
-    /** @type {Map<number, {peer:number, pc:RTCPeerConnection, dc:RTCDataChannel|null, remoteSet:boolean, pending:any[], open:boolean, everOpened:boolean, closed:boolean, failed:boolean, pair:any}>} */
+    /** @type {Map<number, {peer:number, pc:RTCPeerConnection, dc:RTCDataChannel|null, channels:Set<RTCDataChannel>, remoteSet:boolean, pending:any[], open:boolean, everOpened:boolean, closed:boolean, failed:boolean, cut:boolean, lost:boolean, iceRestarts:number, iceRestartsTotal:number, reopens:number, pair:any}>} */
     this.peers = new Map();
     this.impairment = { latencyMs: 0, lossPct: 0 };
-
-    // last plan summary (for pages / panels)
-    this.frame = 0;          // next frame to execute
-    this.status = 'INIT';
-    this.confirmedFrame = -1;
-    this.verifiedFrame = -1;
-    this.episode = 0;
-    this.episodeStart = 0;
-    this.endFrame = -1;      // global frame after which the local env terminated (-1: not yet)
-    this.ended = false;      // episodeEnd event seen
-    this.finalStateHash = null;
-    this.episodeSummaryLine = null;
-    this.stalled = false;
-
-    this.counters = {
-      steps: 0, framesStepped: 0, framesReplayed: 0, rollbacks: 0, stalls: 0, waits: 0,
-      p2pPacketsSent: 0, p2pPacketsDelayed: 0, p2pPacketsDroppedByImpair: 0, p2pSendSkipped: 0,
-      p2pSendErrors: 0, relayEmits: 0, p2pPacketsReceived: 0, relayMessagesReceived: 0,
-      desyncs: 0, envErrors: 0,
-    };
-    this.rx = Object.create(null);  // ReceiveResult -> count
     this.connectionType = 'unknown';
     this.connectionDetails = null;
     this.events = [];               // recent engine events (bounded)
-    this._log2 = { bytes: new Uint8Array(4096), upTo: -1 }; // confirmed action log, by global frame
+    this.glueCounters = { p2pPacketsDelayed: 0, p2pPacketsDroppedByImpair: 0, p2pSendErrors: 0 };
     this._busy = false;
     this._early = [];               // relay messages received before the engine exists
     this._timers = new Set();
     this._statsTimer = null;
-    this._lastSyncLog = -Infinity;
     this._channelWaiters = [];
     this._destroyed = false;
 
-    this._onSignal = (m) => this._handleSignal(m);
-    this._onRelayAction = (d) => this._relayIn('pyodide_other_player_action', d);
-    this._onRelayState = (d) => this._relayIn('p2p_state_sync', d);
-    this._onRelayPacket = (d) => this._relayIn('p2psync_packet', d);
-    this._onPeerLeft = (d) => this._log(`[P2P] player ${d && d.playerIndex} left the room (${d && d.reason})`, 'warn');
-    socket.on('signal', this._onSignal);
-    socket.on('pyodide_other_player_action', this._onRelayAction);
-    socket.on('p2p_state_sync', this._onRelayState);
-    socket.on('p2psync_packet', this._onRelayPacket);
-    socket.on('peer_left', this._onPeerLeft);
+    this.transport = transport || new P2PSyncServerTransport(socket, { clock, log: this._log });
+    this.transport.on({
+      signal: (from, data) => this._handleSignal(from, data),
+      relay: (event, data, from) => this._relayIn(event, data, from),
+      peerLeft: (index, reason) => this._log(`[P2P] player ${index} left the room (${reason})`, 'warn'),
+      peerRejoined: (index) => this._log(`[P2P] player ${index} rejoined the room`),
+    });
   }
+
+  _now() { return this.clock.now(); }
+
+  // ------------------------------------------------------------------------------ the participant
+
+  /** Lifecycle state: 'connecting' | 'playing' | 'ending' | 'finished' | 'closed' (README: Episodes). */
+  get state() {
+    if (this._destroyed) return 'closed';
+    if (!this.peer) return 'connecting';
+    if (this.peer.finished) return 'finished';
+    return this.peer.status === 'ENDED' ? 'ending' : 'playing';
+  }
+
+  /** The engine (web/p2psync.js SyncEngine) of this participant. */
+  get engine() { return this.peer ? this.peer.engine : null; }
+  get frame() { return this.peer ? this.peer.frame : 0; }
+  get status() { return this.peer ? this.peer.status : 'INIT'; }
+  get confirmedFrame() { return this.peer ? this.peer.confirmedFrame : -1; }
+  get verifiedFrame() { return this.peer ? this.peer.verifiedFrame : -1; }
+  get episode() { return this.peer ? this.peer.episode : 0; }
+  get episodeStart() { return this.peer ? this.peer.episodeStart : 0; }
+  get ended() { return this.peer ? this.peer.ended : false; }
+  get stalled() { return this.peer ? this.peer.stalled : false; }
+  get finished() { return this.peer ? this.peer.finished : false; }
+  get finalStateHash() { return this.peer ? this.peer.finalStateHash : null; }
+  get episodeSummaryLine() { return this.peer ? this.peer.episodeSummaryLine : null; }
+  get episodeResults() { return this.peer ? this.peer.episodeResults : []; }
+  get counters() { return this.peer ? { ...this.peer.counters, ...this.glueCounters } : { ...this.glueCounters }; }
+  get rx() { return this.peer ? this.peer.rx : {}; }
 
   // ------------------------------------------------------------------------------ setup
 
   async _join(room, players, timeoutMs) {
-    const socket = this.socket;
-    if (!socket.connected) await onceSocket(socket, 'connect', 15000, 'the Socket.IO connection');
-    const ready = onceSocket(socket, 'room_ready', timeoutMs, 'the room to fill');
-    ready.catch(() => {});
-    const payload = { players };
-    if (room) payload.room = room;
-    const res = await new Promise((resolve, reject) => {
-      socket.timeout(10000).emit('join', payload, (err, r) => (err ? reject(new Error('join: no answer')) : resolve(r)));
-    });
-    if (!res || !res.ok) throw new Error(`join rejected: ${JSON.stringify(res)}`);
+    const res = await this.transport.join({ room, players, timeoutMs });
     this.playerIndex = res.playerIndex;
-    this.numPlayers = res.players;
+    this.numPlayers = res.numPlayers;
     this.room = res.room;
-    this.engine = new this.lib.SyncEngine({
-      ...this.config,
-      numPlayers: this.numPlayers,
-      localPlayerIndex: this.playerIndex,
-      gameId: this.config.gameId ?? this.room,
+    this.joinInfo = res;
+    if (!this.rtcConfig && res.rtcConfig) this.rtcConfig = res.rtcConfig;
+    const config = { ...this.config, numPlayers: this.numPlayers, localPlayerIndex: this.playerIndex, gameId: this.config.gameId ?? res.gameId ?? this.room };
+    if (res.playerIds && !this.config.playerIds) config.playerIds = res.playerIds;
+    this.peer = new SessionPeer({
+      lib: this.lib,
+      config,
+      env: this.env,
+      transport: {
+        sendP2P: (to, bytes) => this._sendP2PTo(to, bytes),
+        emitRelay: (event, data, to) => this.transport.emitRelay(event, data, to),
+        bufferedAmount: () => this.bufferedAmount(),
+      },
+      now: () => this._now(),
+      onEvent: (ev) => this._onEngineEvent(ev),
+      log: this._log,
+      syncLogEveryFrames: this.syncLogEveryFrames,
+      logRollbacks: this.logRollbacks,
+      episodes: this.episodes,
+      autoNextEpisode: this.autoNextEpisode,
+      resetEnv: this.resetEnv,
+      keepData: this.keepData,
+      onRow: (row) => this._emit('frame', row),
+      // wall clock for the research data's timestamp column
+      clockOrigin: this.clock === realClock && typeof performance !== 'undefined' && performance.timeOrigin
+        ? performance.timeOrigin : 0,
     });
-    // Replies produced while receiving (PONG, INPUT_RESPONSE, ...) go out at once.
-    this.engine.onOutgoing = (m) => this._send(m);
-    this.episodeStart = 0;
-    this.frame = this.engine.frame;
-    for (const [ev, d] of this._early.splice(0)) this._relayIn(ev, d);
+    if (this.trackVisibility && typeof document !== 'undefined' && typeof document.addEventListener === 'function') {
+      this._onVisibility = () => this.setFocus(!document.hidden);
+      document.addEventListener('visibilitychange', this._onVisibility);
+      if (document.hidden) this.setFocus(false);
+    }
+    for (const [ev, d, from] of this._early.splice(0)) this._relayIn(ev, d, from);
     this._log(`[P2P] joined ${this.room} as player ${this.playerIndex}/${this.numPlayers}`);
-    this.readyInfo = await ready;
+    this.readyInfo = res.ready ?? null;
   }
 
   _startPeers() {
@@ -186,92 +237,215 @@ export class P2PSyncSession extends EventTarget {
       const st = this._peer(p);
       if (this.playerIndex < p) this._offer(st);
     }
-    this._statsTimer = setInterval(() => this.pollConnectionType(), this.statsIntervalMs);
+    this._statsTimer = this.clock.setInterval(() => this.pollConnectionType(), this.statsIntervalMs);
+  }
+
+  // ------------------------------------------------------------------------------ WebRTC
+  // One RTCPeerConnection per remote peer, created with the full RTCConfiguration (rtcConfig:
+  // TURN servers, iceTransportPolicy, ...; else {iceServers}). The lower player index makes the
+  // first offer and the first channel. The glue only reports connectivity facts to the engine
+  // (channel open / closed, connection failed); the engine decides the path (fallback, recovery).
+  //   * ICE 'disconnected' / 'failed' (or connectionState 'failed'): engine.onConnectionFailed, then
+  //     ICE restarts (createOffer({iceRestart: true})) after iceRestartGraceMs ('failed': at once),
+  //     backing off (x2, at most 15 s) up to maxIceRestarts per outage. The lower index restarts;
+  //     the higher one too, one grace period later, if the lower one has not (colliding offers:
+  //     the lower index keeps its own, the higher one rolls back — "perfect negotiation").
+  //   * ICE back ('connected' / 'completed'): engine.onChannelOpen when the channel survived; a
+  //     channel that closed during the outage is re-opened by the lower index on the same
+  //     connection. The engine's fallbackRecovery then returns the pair to P2P once its pings are
+  //     healthy for long enough.
+  //   * closeP2P() cuts every channel (the "Cut P2P" button); restoreP2P() opens new ones. A channel
+  //     the PEER closed while the path was up is a deliberate cut: it is not re-opened from here.
+
+  _rtcConfiguration() {
+    return { iceServers: this.iceServers, ...(this.rtcConfig || {}) };
   }
 
   _peer(p) {
     let st = this.peers.get(p);
     if (st) return st;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    st = { peer: p, pc, dc: null, remoteSet: false, pending: [], open: false, everOpened: false, closed: false, failed: false, pair: null, heard: false, heardMe: false, peerSettled: false, rtts: [] };
+    const pc = new this._RTC(this._rtcConfiguration());
+    st = {
+      peer: p, pc, dc: null, channels: new Set(), remoteSet: false, pending: [], open: false, everOpened: false,
+      closed: false, failed: false, cut: false, lost: false, closedWhileLost: false, makingOffer: false,
+      ignoredOffer: false, iceRestarts: 0, iceRestartsTotal: 0, reopens: 0, restartTimer: null, gaveUp: false,
+      pair: null, heard: false, heardMe: false, peerSettled: false, rtts: [],
+    };
     this.peers.set(p, st);
     pc.onicecandidate = (ev) => this._signal(p, { type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null });
     pc.ondatachannel = (ev) => this._setupChannel(st, ev.channel);
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
-      if (s === 'failed' && !st.failed) {
-        st.failed = true;
-        this._log(`[P2P] connection to player ${p} failed`, 'warn');
-        if (this.engine) this.engine.onConnectionFailed(p, now());
-        this._wake();
-      }
+      if (s === 'failed') this._connectivityLost(st, 'connection failed');
+      else if (s === 'connected') this._connectivityBack(st);
+    };
+    pc.oniceconnectionstatechange = () => {
+      const s = pc.iceConnectionState;
+      if (s === 'disconnected' || s === 'failed') this._connectivityLost(st, `ICE ${s}`);
+      else if (s === 'connected' || s === 'completed') this._connectivityBack(st);
     };
     return st;
   }
 
   async _offer(st) {
-    this._setupChannel(st, st.pc.createDataChannel('p2psync', { ordered: false, maxRetransmits: 0 }));
+    this._openChannel(st);
+    await this._negotiate(st);
+  }
+
+  /** A new offer to the peer (options: {iceRestart: true} for an ICE restart). */
+  async _negotiate(st, options = undefined) {
+    const pc = st.pc;
+    st.makingOffer = true;
     try {
-      await st.pc.setLocalDescription(await st.pc.createOffer());
-      this._signal(st.peer, { type: 'offer', sdp: st.pc.localDescription.sdp });
+      const offer = await pc.createOffer(options);
+      if (this._destroyed || pc.connectionState === 'closed') return;
+      await pc.setLocalDescription(offer);
+      this._signal(st.peer, { type: 'offer', sdp: pc.localDescription.sdp });
     } catch (e) {
       this._log(`[P2P] offer to player ${st.peer} failed: ${e}`, 'error');
+    } finally {
+      st.makingOffer = false;
     }
   }
 
   _signal(to, data) {
-    this.socket.emit('signal', { to, data }, (res) => {
-      if (!res || !res.ok) this._log(`[P2P] signal to ${to} rejected: ${JSON.stringify(res)}`, 'warn');
-    });
+    this.transport.sendSignal(to, data);
   }
 
-  async _handleSignal(msg) {
-    const from = msg && msg.from, data = msg && msg.data;
+  async _handleSignal(from, data) {
     if (!Number.isInteger(from) || !data || this._destroyed) return;
+    if (from === this.playerIndex || from < 0 || (this.numPlayers && from >= this.numPlayers)) return;
     const st = this._peer(from);
     const pc = st.pc;
     try {
-      if (data.type === 'offer' || data.type === 'answer') {
-        await pc.setRemoteDescription({ type: data.type, sdp: data.sdp });
+      if (data.type === 'offer') {
+        const state = pc.signalingState ?? 'stable';
+        const collision = st.makingOffer || state !== 'stable';
+        // colliding offers (both sides restarting ICE): the lower index keeps its own
+        st.ignoredOffer = collision && this.playerIndex < from;
+        if (st.ignoredOffer) return;
+        if (collision && state === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+        await pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
         st.remoteSet = true;
         for (const c of st.pending.splice(0)) await pc.addIceCandidate(c);
-        if (data.type === 'offer') {
-          await pc.setLocalDescription(await pc.createAnswer());
-          this._signal(from, { type: 'answer', sdp: pc.localDescription.sdp });
-        }
+        await pc.setLocalDescription(await pc.createAnswer());
+        this._signal(from, { type: 'answer', sdp: pc.localDescription.sdp });
+      } else if (data.type === 'answer') {
+        if ((pc.signalingState ?? 'have-local-offer') !== 'have-local-offer') return; // answer to a rolled-back offer
+        await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+        st.remoteSet = true;
+        for (const c of st.pending.splice(0)) await pc.addIceCandidate(c);
       } else if (data.type === 'candidate') {
         const c = data.candidate || undefined; // null = end of candidates
         if (st.remoteSet) await pc.addIceCandidate(c); else st.pending.push(c);
       }
     } catch (e) {
-      this._log(`[P2P] signal from player ${from}: ${e}`, 'warn');
+      if (!(data.type === 'candidate' && st.ignoredOffer)) this._log(`[P2P] signal from player ${from}: ${e}`, 'warn');
     }
   }
 
+  /** The path to the peer is gone (ICE disconnected/failed): the engine falls back; ICE restarts. */
+  _connectivityLost(st, why) {
+    if (this._destroyed || st.pc.connectionState === 'closed') return;
+    if (!st.lost) {
+      st.lost = true;
+      st.iceRestarts = 0;
+      st.gaveUp = false;
+      this._log(`[WebRTC] connection to player ${st.peer} lost (${why})`, 'warn');
+      if (!st.failed) {
+        st.failed = true;
+        if (this.engine) this.engine.onConnectionFailed(st.peer, this._now());
+        if (this.peer) this.peer.poll();
+      }
+      this._wake();
+    }
+    // the lower index restarts first; the other one after one more grace period
+    const polite = this.playerIndex > st.peer ? this.iceRestartGraceMs : 0;
+    this._scheduleIceRestart(st, (/failed/.test(why) ? 0 : this.iceRestartGraceMs) + polite);
+  }
+
+  /** ICE is connected again (or a packet arrived over the channel): a surviving channel is usable
+   * again; a dead one is re-opened. */
+  _connectivityBack(st) {
+    if (!st.lost || this._destroyed) return;
+    st.lost = false;
+    if (st.restartTimer !== null) { this.clock.clearTimeout(st.restartTimer); this._timers.delete(st.restartTimer); st.restartTimer = null; }
+    this._log(`[WebRTC] connection to player ${st.peer} restored${st.iceRestarts ? ` after ${st.iceRestarts} ICE restart(s)` : ''}`);
+    if (st.dc && st.dc.readyState === 'open' && !st.cut) {
+      st.failed = false;
+      st.open = true;
+      st.closed = false;
+      if (this.engine) this.engine.onChannelOpen(st.peer, this._now());
+      this._wake();
+      this.pollConnectionType();
+    } else if (st.closedWhileLost && !st.cut && this.playerIndex < st.peer) {
+      this._openChannel(st);
+    }
+  }
+
+  _scheduleIceRestart(st, delayMs) {
+    if (st.restartTimer !== null || this._destroyed) return;
+    if (st.iceRestarts >= this.maxIceRestarts) {
+      if (!st.gaveUp) this._log(`[WebRTC] no ICE restart left for player ${st.peer} (${this.maxIceRestarts} tried); staying on the relay`, 'warn');
+      st.gaveUp = true;
+      return;
+    }
+    const t = this.clock.setTimeout(() => {
+      this._timers.delete(t);
+      st.restartTimer = null;
+      if (!st.lost || this._destroyed || st.pc.connectionState === 'closed') return;
+      st.iceRestarts++;
+      st.iceRestartsTotal++;
+      this._log(`[WebRTC] ICE restart ${st.iceRestarts}/${this.maxIceRestarts} towards player ${st.peer}`);
+      this._negotiate(st, { iceRestart: true });
+      this._scheduleIceRestart(st, Math.min(15000, this.iceRestartGraceMs * 2 ** st.iceRestarts));
+    }, Math.max(0, delayMs));
+    st.restartTimer = t;
+    this._timers.add(t);
+  }
+
+  /** A new DataChannel to the peer on the existing connection. */
+  _openChannel(st) {
+    if (st.everOpened) st.reopens++;
+    this._setupChannel(st, st.pc.createDataChannel('p2psync', { ordered: false, maxRetransmits: 0 }));
+  }
+
   _setupChannel(st, dc) {
+    // the newest channel carries what this side sends; every channel of the peer is read
     st.dc = dc;
+    st.channels.add(dc);
     dc.binaryType = 'arraybuffer';
     dc.onopen = () => {
+      if (this._destroyed) return;
+      if (st.dc !== dc && st.dc && st.dc.readyState === 'open') return; // a newer channel is already in use
+      st.dc = dc;
       st.open = true;
       st.everOpened = true;
       st.closed = false;
+      st.closedWhileLost = false;
+      st.failed = false;
+      st.cut = false;
       this._log(`[WebRTC] DataChannel open (player ${st.peer}, ordered=${dc.ordered}, maxRetransmits=${dc.maxRetransmits})`);
-      if (this.engine) this.engine.onChannelOpen(st.peer, now());
+      if (this.engine) this.engine.onChannelOpen(st.peer, this._now());
       this._wake();
       this.pollConnectionType();
     };
-    dc.onclose = () => this._channelClosed(st, 'closed');
+    dc.onclose = () => {
+      st.channels.delete(dc);
+      if (st.dc === dc) this._channelClosed(st, 'closed');
+    };
     dc.onerror = (e) => {
       const msg = e && e.error ? e.error.message : String(e);
-      if (!st.closed) this._log(`[WebRTC] DataChannel error (player ${st.peer}): ${msg}`, 'warn');
+      if (!st.closed && st.dc === dc) this._log(`[WebRTC] DataChannel error (player ${st.peer}): ${msg}`, 'warn');
     };
     dc.onmessage = (ev) => {
-      if (!this.engine || !(ev.data instanceof ArrayBuffer)) return;
+      if (!this.peer || !(ev.data instanceof ArrayBuffer)) return;
+      // a packet over the channel proves the path works, whatever ICE reports (its 'connected'
+      // can lag by seconds after a restart)
+      if (st.lost && dc.readyState === 'open') this._connectivityBack(st);
       const bytes = new Uint8Array(ev.data);
       if (bytes[0] === GLUE_HELLO || bytes[0] === GLUE_HELLO_ACK) { this._onGlue(st, bytes); return; }
-      this.counters.p2pPacketsReceived++;
-      const r = this.engine.receive(bytes, st.peer, 'p2p', now());
-      this.rx[r] = (this.rx[r] || 0) + 1;
+      this.peer.receiveP2P(st.peer, bytes);
     };
   }
 
@@ -280,8 +454,10 @@ export class P2PSyncSession extends EventTarget {
     const wasOpen = st.open;
     st.open = false;
     st.closed = true;
+    st.closedWhileLost = st.lost;
     this._log(`[WebRTC] DataChannel to player ${st.peer} ${why}`, wasOpen ? 'warn' : 'log');
-    if (this.engine) this.engine.onChannelClosed(st.peer, now());
+    if (this.engine) this.engine.onChannelClosed(st.peer, this._now());
+    if (this.peer) this.peer.poll();
     this._wake();
   }
 
@@ -289,20 +465,22 @@ export class P2PSyncSession extends EventTarget {
     for (const w of this._channelWaiters.splice(0)) w();
   }
 
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      const t = this.clock.setTimeout(resolve, ms);
+      this._channelWaiters.push(() => { this.clock.clearTimeout(t); resolve(); });
+    });
+  }
+
   async _waitChannels(timeoutMs) {
-    const deadline = now() + timeoutMs;
+    const deadline = this._now() + timeoutMs;
     const settled = () => [...this.peers.values()].every((s) => s.open || s.failed || s.closed);
-    while (!settled() && now() < deadline) {
-      await new Promise((resolve) => {
-        const t = setTimeout(resolve, Math.max(0, Math.min(250, deadline - now())));
-        this._channelWaiters.push(() => { clearTimeout(t); resolve(); });
-      });
-    }
+    while (!settled() && this._now() < deadline) await this._sleep(Math.max(0, Math.min(250, deadline - this._now())));
     for (const st of this.peers.values()) {
       if (!st.open && !st.failed && !st.closed) {
         st.failed = true;
         this._log(`[P2P] DataChannel to player ${st.peer} not open after ${timeoutMs} ms; using the Socket.IO relay`, 'warn');
-        this.engine.onConnectionFailed(st.peer, now());
+        this.engine.onConnectionFailed(st.peer, this._now());
       }
     }
   }
@@ -320,23 +498,20 @@ export class P2PSyncSession extends EventTarget {
    * covers them). After timeoutMs the game starts anyway.
    */
   async _startBarrier(timeoutMs, settleRttMs = 100) {
-    const t0 = now();
+    const t0 = this._now();
     this._settleRttMs = settleRttMs;
     const open = () => [...this.peers.values()].filter((st) => st.open);
     const settled = (st) => st.rtts.length >= 3 && st.rtts.every((r) => r < settleRttMs);
     const done = () => open().every((st) => st.heard && st.heardMe && st.peerSettled && settled(st));
     const deadline = t0 + timeoutMs;
-    while (!done() && now() < deadline && !this._destroyed) {
+    while (!done() && this._now() < deadline && !this._destroyed) {
       for (const st of open()) this._sendHello(st);
-      await new Promise((resolve) => {
-        const t = setTimeout(resolve, 100);
-        this._channelWaiters.push(() => { clearTimeout(t); resolve(); });
-      });
+      await this._sleep(100);
     }
     this._barrierDone = true;
     for (const st of open()) this._sendHello(st);
     this.barrier = {
-      ms: Math.round(now() - t0), complete: done(),
+      ms: Math.round(this._now() - t0), complete: done(),
       rttsMs: Object.fromEntries(open().map((st) => [st.peer, st.rtts.map((r) => Math.round(r * 10) / 10)])),
     };
     if (!this.barrier.complete) this._log(`[P2P] start barrier incomplete after ${timeoutMs} ms (probe RTTs ${JSON.stringify(this.barrier.rttsMs)}); starting anyway`, 'warn');
@@ -348,7 +523,7 @@ export class P2PSyncSession extends EventTarget {
     const b = new Uint8Array(10);
     b[0] = GLUE_HELLO;
     b[1] = (st.heard ? 1 : 0) | (settled || this._barrierDone ? 2 : 0);
-    new DataView(b.buffer).setFloat64(2, now(), true);
+    new DataView(b.buffer).setFloat64(2, this._now(), true);
     try { if (st.dc && st.dc.readyState === 'open') st.dc.send(b); } catch { /* closing */ }
   }
 
@@ -366,7 +541,7 @@ export class P2PSyncSession extends EventTarget {
       if (this._barrierDone && (!(flags & 1) || !(flags & 2))) this._sendHello(st);
       this._wake();
     } else if (bytes[0] === GLUE_HELLO_ACK && bytes.length === 9) {
-      const rtt = now() - new DataView(bytes.buffer, bytes.byteOffset, 9).getFloat64(1, true);
+      const rtt = this._now() - new DataView(bytes.buffer, bytes.byteOffset, 9).getFloat64(1, true);
       if (Number.isFinite(rtt) && rtt >= 0) {
         st.rtts.push(rtt);
         if (st.rtts.length > 3) st.rtts.shift();
@@ -384,243 +559,116 @@ export class P2PSyncSession extends EventTarget {
     return m;
   }
 
-  _send(m) {
-    if (m.path === 'p2p') {
-      if (m.to === -1) {
-        for (const st of this.peers.values()) this._sendP2P(st, m.bytes);
-      } else {
-        const st = this.peers.get(m.to);
-        if (st) this._sendP2P(st, m.bytes);
-        else this.counters.p2pSendSkipped++;
-      }
-    } else {
-      this.counters.relayEmits++;
-      this.socket.emit(m.event, m.data);
+  /** The SessionPeer's P2P path: to = -1 every peer. False when no open channel took it. */
+  _sendP2PTo(to, bytes) {
+    if (to === -1) {
+      let any = false;
+      for (const st of this.peers.values()) any = this._sendP2P(st, bytes) || any;
+      return any;
     }
+    const st = this.peers.get(to);
+    return st ? this._sendP2P(st, bytes) : false;
   }
 
   _sendP2P(st, bytes) {
     const dc = st.dc;
-    if (!dc || !st.open || dc.readyState !== 'open') { this.counters.p2pSendSkipped++; return; }
+    if (!dc || !st.open || dc.readyState !== 'open') return false;
     const { latencyMs, lossPct } = this.impairment;
-    if (lossPct > 0 && Math.random() * 100 < lossPct) { this.counters.p2pPacketsDroppedByImpair++; return; }
+    const c = this.glueCounters;
+    if (lossPct > 0 && Math.random() * 100 < lossPct) { c.p2pPacketsDroppedByImpair++; return true; }
     if (latencyMs > 0) {
       const copy = bytes.slice();
-      this.counters.p2pPacketsDelayed++;
-      const t = setTimeout(() => {
+      c.p2pPacketsDelayed++;
+      const t = this.clock.setTimeout(() => {
         this._timers.delete(t);
-        if (dc.readyState !== 'open') { this.counters.p2pSendSkipped++; return; }
-        try { dc.send(copy); this.counters.p2pPacketsSent++; } catch { this.counters.p2pSendErrors++; }
+        if (dc.readyState !== 'open') return;
+        try { dc.send(copy); } catch { c.p2pSendErrors++; }
       }, latencyMs);
       this._timers.add(t);
-      return;
+      return true;
     }
-    try { dc.send(bytes); this.counters.p2pPacketsSent++; } catch { this.counters.p2pSendErrors++; }
+    try { dc.send(bytes); return true; } catch { c.p2pSendErrors++; return false; }
   }
 
   // ------------------------------------------------------------------------------ receiving
 
-  _relayIn(event, d) {
-    if (!this.engine) { if (this._early.length < 1024) this._early.push([event, d]); return; }
+  _relayIn(event, d, from = -1) {
+    if (!this.peer) { if (this._early.length < 1024) this._early.push([event, d, from]); return; }
     if (!d || typeof d !== 'object') return;
-    this.counters.relayMessagesReceived++;
-    const from = d.from;
-    const t = now();
-    let r;
-    if (event === 'pyodide_other_player_action') {
-      r = Number.isInteger(d.action) && Number.isInteger(d.frame_number)
-        ? this.engine.receiveRelayInput(from, d.frame_number, d.action, t, from)
-        : this.engine.receiveRelay(event, d, from, t);
-    } else if (event === 'p2p_state_sync') {
-      r = this.engine.receiveRelayStateSync(d, from, t);
-    } else {
-      if (d.bytes == null) r = 'BAD_RELAY_JSON';
-      else r = this.engine.receive(d.bytes instanceof ArrayBuffer ? new Uint8Array(d.bytes) : d.bytes, from, 'relay', t);
-    }
-    this.rx[r] = (this.rx[r] || 0) + 1;
+    this.peer.receiveRelay(event, d, from);
   }
-
-  // Workaround: the engine's receiveRelayInput / receiveRelayJson leave the reply header words of
-  // the previous receive() untouched, and the wrapper then hands that receive's replies (e.g. a
-  // PONG) to onOutgoing again, once per relay message. Those two calls never produce replies, so
-  // zeroing the reply count before them is exact. Harmless once the engine resets it itself.
 
   // ------------------------------------------------------------------------------ the frame
 
   /**
-   * One frame: what the page's step() calls.
+   * One frame: what the page's step() calls (at most one at a time).
    * @param {number} localAction  0..255
    * @param {ArrayLike<number>} [botActions]
-   * @returns {Promise<{status:string, frame:number, episodeFrame:number, actions:number[]|null,
-   *   predictedMask:number, rollback:{targetFrame:number, loadFrame:number, count:number}|null,
-   *   confirmedFrame:number, verifiedFrame:number}>}
+   * @returns {Promise<import('./p2psync.d.ts').StepResult>}
    */
   async step(localAction = 0, botActions = null) {
-    if (!this.engine) throw new Error('P2PSyncSession.step: not connected');
+    if (!this.peer || this._destroyed) throw new Error('P2PSyncSession.step: not connected');
     if (this._busy) throw new Error('P2PSyncSession.step: previous step still running');
     this._busy = true;
     try {
-      return await this._step(localAction, botActions);
+      return await this.peer.step(localAction, botActions);
     } finally {
       this._busy = false;
     }
   }
 
-  async _step(localAction, botActions) {
-    const engine = this.engine;
-    const env = this.env;
-    const plan = engine.advance(now(), localAction | 0, botActions, this.bufferedAmount());
-    this.counters.steps++;
-
-    // 1. outgoing: now, while the views are valid
-    for (const m of plan.outgoing) this._send(m);
-
-    // 2. copy everything else out of WASM memory before any await / engine call
-    const status = plan.status;
-    const frame = plan.frame;
-    const episodeStart = plan.episodeStart;
-    const actions = status === 'RUN' ? Array.from(plan.actions) : null;
-    const saveSnap = status === 'RUN' && plan.saveSnapshot;
-    const predictedMask = plan.predictedMask;
-    let rb = null;
-    if (plan.rollback) {
-      const r = plan.rollback;
-      rb = { targetFrame: r.targetFrame, loadFrame: r.loadFrame, count: r.count, actions: [], flags: [] };
-      for (let i = 0; i < r.count; i++) { rb.actions.push(Array.from(r.actions(i))); rb.flags.push(r.resnapshot(i)); }
-    }
-    const events = plan.events;
-    this.confirmedFrame = plan.confirmedFrame;
-    this.verifiedFrame = plan.verifiedFrame;
-    if (plan.episode !== this.episode) {
-      this.episode = plan.episode;
-      this._log2.upTo = Math.max(this._log2.upTo, episodeStart - 1);
-    }
-    this.episodeStart = episodeStart;
-    if (this.episodeFrames > 0 && this.endFrame < 0) this._plannedEnd = episodeStart + this.episodeFrames - 1;
-
-    // 3. rollback + replay through the adapter
-    if (rb) {
-      this.counters.rollbacks++;
-      const text = engine.snapshotText(rb.loadFrame);
-      if (text == null) throw new Error(`rollback: no snapshot of frame ${rb.loadFrame}`);
-      await env.setState(text);
-      // never step past the episode's terminal frame
-      const last = this._terminalFrame();
-      let n = rb.count;
-      if (last >= 0) n = Math.max(0, Math.min(n, last - rb.loadFrame + 1));
-      if (typeof env.replay === 'function') {
-        let states = env.replay(rb.actions.slice(0, n), rb.flags.slice(0, n));
-        if (isThenable(states)) states = await states;
-        for (let i = 0; i < n; i++) if (rb.flags[i] && states && states[i] != null) engine.saveSnapshot(rb.loadFrame + i, states[i]);
-      } else {
-        for (let i = 0; i < n; i++) {
-          if (rb.flags[i]) engine.saveSnapshot(rb.loadFrame + i, await env.getState());
-          await env.step(rb.actions[i]);
-        }
-      }
-      this.counters.framesReplayed += n;
-      // a rollback at or before the terminal frame makes the engine forget the local end: re-report it
-      if (this.endFrame >= 0 && rb.targetFrame <= this.endFrame) engine.endEpisode(this.endFrame, now());
-    }
-
-    // 4. this frame
-    if (status === 'RUN') {
-      const last = this._terminalFrame();
-      if (last >= 0 && frame > last) {
-        // the engine ran past the end (its local end was reset by a rollback): the env stays put
-        engine.endEpisode(last, now());
-      } else {
-        if (saveSnap) engine.saveSnapshot(frame, await env.getState());
-        await env.step(actions);
-        this.counters.framesStepped++;
-        let done = this.episodeFrames > 0 && frame - episodeStart + 1 >= this.episodeFrames;
-        if (!done && this.isDone) done = !!(await this.isDone(env));
-        if (done && this.endFrame < 0) {
-          this.endFrame = frame;
-          engine.endEpisode(frame, now());
-        }
-      }
-      if (this.stalled) this.stalled = false;
-    } else if (status === 'STALL') {
-      this.counters.stalls++;
-      this.stalled = true; // the engine emits the 'stall' event on entering a stall
-    } else if (status === 'WAIT') {
-      this.counters.waits++;
-    }
-    this.status = status;
-    this.frame = engine.frame;
-
-    // 5. the confirmed action log
-    this._pullLog(this.confirmedFrame);
-
-    // 6. events
-    for (const ev of events) await this._handleEvent(ev);
-
-    return {
-      status, frame, episodeFrame: frame - episodeStart, actions, predictedMask,
-      rollback: rb ? { targetFrame: rb.targetFrame, loadFrame: rb.loadFrame, count: rb.count } : null,
-      confirmedFrame: this.confirmedFrame, verifiedFrame: this.verifiedFrame,
-    };
+  /**
+   * The page's focus (visibilitychange; wired automatically unless trackVisibility is false).
+   * FOCUS_STATE goes to every peer on both paths at once; the local inputs chosen from now on
+   * carry the state, so every peer's research data records it on the same frames.
+   */
+  setFocus(focused) {
+    if (this.peer) this.peer.setFocus(focused);
   }
 
-  _terminalFrame() {
-    if (this.endFrame >= 0) return this.endFrame;
-    return this._plannedEnd ?? -1;
+  /** Handles what arrived while the page is not stepping (engine events such as a peer's focus
+   * change). Receiving already does this; a page may call it from its own timer. */
+  poll() {
+    if (this.peer) this.peer.poll();
   }
 
-  async _handleEvent(ev) {
+  /** Research data (web/research_data.js): one episode as CSV text or JSON. */
+  exportEpisodeData(options = {}) { return this.peer.exportEpisodeData(options); }
+  /** Research data of every kept episode. */
+  exportSessionData(options = {}) { return this.peer.exportSessionData(options); }
+
+  /**
+   * After the last episode: keeps servicing the network (advance at the frame rate, so END/READY
+   * re-sends and answers go out) until every episode has ended and lingerMs passed, or timeoutMs,
+   * then closes the channels and frees the engine. Resolves with {finished, episodes}.
+   */
+  async finish({ lingerMs = 1500, timeoutMs = 10000, frameMs = 1000 / 30 } = {}) {
+    const t0 = this._now();
+    let endedAt = this.finished ? t0 : null;
+    while (!this._destroyed && this.peer) {
+      const t = this._now();
+      if (endedAt === null && this.finished) endedAt = t;
+      if ((endedAt !== null && t - endedAt >= lingerMs) || t - t0 >= timeoutMs) break;
+      if (!this._busy) {
+        this._busy = true;
+        try { await this.peer.step(0); } finally { this._busy = false; }
+      }
+      await new Promise((resolve) => this.clock.setTimeout(resolve, frameMs));
+    }
+    const result = { finished: this.finished, episodes: this.episodeResults.length };
+    this.destroy();
+    return result;
+  }
+
+  /** Starts the next episode (with autoNextEpisode: false). */
+  nextEpisode(options = {}) {
+    if (!this.peer) throw new Error('P2PSyncSession.nextEpisode: not connected');
+    return this.peer.nextEpisode(options);
+  }
+
+  _onEngineEvent(ev) {
     if (this.events.length >= 200) this.events.shift();
     this.events.push(ev);
-    switch (ev.type) {
-      case 'hashBroadcast': {
-        const bucket = Math.floor(ev.frame / this.syncLogEveryFrames);
-        if (this.syncLogEveryFrames > 0 && bucket > this._lastSyncLog) {
-          this._lastSyncLog = bucket;
-          this._log(`[P2P Sync] Player ${ev.player} broadcast at frame ${ev.frame}`);
-        }
-        break;
-      }
-      case 'fallback':
-        this._log(`[P2P Fallback] P2P to player ${ev.peer} unusable (${ev.reason}) at frame ${ev.frame}` +
-          `${ev.latencyMs != null ? `, latency ${Math.round(ev.latencyMs)} ms` : ''}; inputs now go over the Socket.IO relay`, 'warn');
-        break;
-      case 'recovery':
-        this._log(`[P2P Fallback] P2P to player ${ev.peer} recovered at frame ${ev.frame}`);
-        break;
-      case 'desync':
-        this.counters.desyncs++;
-        this._log(`[P2P Sync] DESYNC at frame ${ev.frame} with player ${ev.peer}: local ${ev.localHash} remote ${ev.remoteHash}`, 'error');
-        break;
-      case 'rollback':
-        if (this.logRollbacks) {
-          this._log(`[P2P] ROLLBACK: player=${ev.playerIndex} frame=${ev.frame} depth=${ev.rollbackFrames} (predicted=${ev.predictedAction} actual=${ev.actualAction})`);
-        }
-        break;
-      case 'error':
-        this._log(`[P2P] engine error: ${JSON.stringify(ev)}`, 'error');
-        break;
-      case 'episodeEnd': {
-        this.ended = true;
-        try {
-          this.finalStateHash = this.engine.hashState(await this.env.getState());
-        } catch (e) {
-          this.finalStateHash = null;
-        }
-        let rewards = {};
-        try {
-          if (typeof this.env.rewards === 'function') {
-            rewards = this.env.rewards();
-            if (isThenable(rewards)) rewards = await rewards;
-          }
-        } catch { rewards = {}; }
-        this.episodeSummaryLine = this.engine.episodeSummary(rewards);
-        this._log(this.episodeSummaryLine);
-        ev = { ...ev, summary: this.episodeSummaryLine, finalStateHash: this.finalStateHash };
-        break;
-      }
-      default:
-        break;
-    }
     this._emit(ev.type, ev);
   }
 
@@ -634,37 +682,14 @@ export class P2PSyncSession extends EventTarget {
 
   // ------------------------------------------------------------------------------ action log
 
-  _pullLog(confirmed) {
-    const L = this._log2;
-    if (confirmed <= L.upTo) return;
-    const n = this.engine.numActors;
-    const bytes = this.engine.actionLog(L.upTo + 1, confirmed);
-    if (!bytes.length) return;
-    const need = (confirmed + 1) * n;
-    if (need > L.bytes.length) {
-      let cap = L.bytes.length;
-      while (cap < need) cap *= 2;
-      const b = new Uint8Array(cap);
-      b.set(L.bytes);
-      L.bytes = b;
-    }
-    L.bytes.set(bytes, (L.upTo + 1) * n);
-    L.upTo += bytes.length / n;
-  }
-
   /** Newest frame of the confirmed action log (all frames up to it are final). */
-  get loggedFrame() { return this._log2.upTo; }
+  get loggedFrame() { return this.peer ? this.peer.loggedUpTo : -1; }
 
   /** Confirmed executed actions of frames [from, to] (clamped to the confirmed log) as Uint8Array. */
-  actionLogBytes(from = 0, to = this._log2.upTo) {
-    const n = this.engine.numActors;
-    to = Math.min(to, this._log2.upTo);
-    if (to < from) return new Uint8Array(0);
-    return this._log2.bytes.slice(from * n, (to + 1) * n);
-  }
+  actionLogBytes(from = 0, to = this.loggedFrame) { return this.peer.actionLogBytes(from, to); }
 
   /** Confirmed executed actions of frames [from, to]: one array of actions (players then bots) per frame. */
-  actionLog(from = 0, to = this._log2.upTo) {
+  actionLog(from = 0, to = this.loggedFrame) {
     const n = this.engine.numActors;
     const b = this.actionLogBytes(from, to);
     const out = [];
@@ -673,7 +698,7 @@ export class P2PSyncSession extends EventTarget {
   }
 
   /** Same as actionLog, as one hex string (2 hex digits per actor per frame). */
-  actionLogHex(from = 0, to = this._log2.upTo) { return toHex(this.actionLogBytes(from, to)); }
+  actionLogHex(from = 0, to = this.loggedFrame) { return toHex(this.actionLogBytes(from, to)); }
 
   /** Hash of the stored snapshot of `frame` (its pre-step state), or null if not kept. */
   stateHashAt(frame) {
@@ -702,10 +727,11 @@ export class P2PSyncSession extends EventTarget {
       impairment: { ...this.impairment },
       channels: [...this.peers.values()].map((s) => ({
         peer: s.peer, state: s.dc ? s.dc.readyState : 'none', everOpened: s.everOpened, failed: s.failed,
-        connectionState: s.pc.connectionState, selectedPair: s.pair,
+        connectionState: s.pc.connectionState, iceConnectionState: s.pc.iceConnectionState ?? null,
+        iceRestarts: s.iceRestartsTotal, reopens: s.reopens, cut: s.cut, selectedPair: s.pair,
       })),
       connectionType: this.connectionType,
-      counters: { ...this.counters },
+      counters: this.counters,
       receiveResults: { ...this.rx },
       episodeSummary: this.episodeSummaryLine,
       finalStateHash: this.finalStateHash,
@@ -757,13 +783,29 @@ export class P2PSyncSession extends EventTarget {
     return { ...this.impairment };
   }
 
-  /** Close every DataChannel (the "Cut P2P" button): the engine falls back to the relay. */
+  /** Close every DataChannel (the "Cut P2P" button): the engine falls back to the relay. They
+   * stay closed (no automatic re-open) until restoreP2P(). */
   closeP2P() {
     for (const st of this.peers.values()) {
-      if (st.dc && st.dc.readyState !== 'closed') {
-        try { st.dc.close(); } catch { /* ignore */ }
+      st.cut = true;
+      for (const dc of [...st.channels]) {
+        if (dc.readyState !== 'closed') {
+          try { dc.close(); } catch { /* ignore */ }
+        }
       }
       this._channelClosed(st, 'closed locally (Cut P2P)');
+    }
+  }
+
+  /** Open a new DataChannel to every peer whose channel is not open (after closeP2P(), or after the
+   * peer cut it), on the existing connection. When it opens the engine is told; with
+   * config.fallbackRecovery it returns the pair to P2P once the path is healthy for long enough. */
+  restoreP2P() {
+    for (const st of this.peers.values()) {
+      st.cut = false;
+      if (st.open || this._destroyed || st.pc.connectionState === 'closed') continue;
+      this._log(`[WebRTC] re-opening the DataChannel to player ${st.peer}`);
+      this._openChannel(st);
     }
   }
 
@@ -771,23 +813,46 @@ export class P2PSyncSession extends EventTarget {
   destroy() {
     if (this._destroyed) return;
     this._destroyed = true;
-    clearInterval(this._statsTimer);
-    for (const t of this._timers) clearTimeout(t);
+    this.clock.clearInterval(this._statsTimer);
+    for (const t of this._timers) this.clock.clearTimeout(t);
     this._timers.clear();
-    const s = this.socket;
-    s.off('signal', this._onSignal);
-    s.off('pyodide_other_player_action', this._onRelayAction);
-    s.off('p2p_state_sync', this._onRelayState);
-    s.off('p2psync_packet', this._onRelayPacket);
-    s.off('peer_left', this._onPeerLeft);
+    this.transport.close();
+    if (this._onVisibility) document.removeEventListener('visibilitychange', this._onVisibility);
     for (const st of this.peers.values()) {
       st.closed = true;
-      try { if (st.dc) st.dc.close(); } catch { /* ignore */ }
+      for (const dc of [...st.channels]) {
+        try { dc.close(); } catch { /* ignore */ }
+      }
       try { st.pc.close(); } catch { /* ignore */ }
     }
     this._wake();
-    if (this.engine) { this.engine.delete(); this.engine = null; }
+    // the participant's engine is freed; its research data and counters stay readable
+    if (this.peer) this.peer.destroy();
   }
+}
+
+/** The env with isDone(env) asked after every step: true ends the episode at that frame. */
+function withIsDone(env, isDone) {
+  const isThenable = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function';
+  const merge = (r, done) => {
+    if (!done) return r;
+    if (r && typeof r === 'object') return { ...r, terminated: true };
+    return { terminated: true };
+  };
+  // (no replay: a batched replay cannot ask isDone between frames, so they are stepped one by one)
+  const wrapped = {
+    step(actions, info) {
+      const r = env.step(actions, info);
+      if (isThenable(r)) return r.then((x) => Promise.resolve(isDone(env)).then((d) => merge(x, d)));
+      const d = isDone(env);
+      return isThenable(d) ? d.then((dd) => merge(r, dd)) : merge(r, d);
+    },
+    getState: () => env.getState(),
+    setState: (state) => env.setState(state),
+  };
+  if (typeof env.reset === 'function') wrapped.reset = (...a) => env.reset(...a);
+  if (typeof env.rewards === 'function') wrapped.rewards = () => env.rewards();
+  return wrapped;
 }
 
 export default P2PSyncSession;

@@ -1,9 +1,13 @@
 // demo.js — the p2psync demo page: a 2–4 player grid game on a canvas, keyboard controlled,
 // synchronized by the p2psync engine over RTCDataChannel (Socket.IO relay as fallback), with a
 // live metrics panel. URL parameters: see index.html. Tests drive it through window.game.
+// Served by web/server.mjs it speaks p2psync's server protocol; served by web/mug_server.py
+// (scripts/demo --serve --mug-protocol) it speaks mug's, through web/transport_mug.js.
 import { loadP2PSync } from '/web/p2psync.js';
 import { createGridGame } from '/web/envs/grid_game.js';
 import { P2PSyncSession } from '/web/session.js';
+import { MugTransport } from '/web/transport_mug.js';
+import { startFrameLoop } from '/web/frame_loop.js';
 
 const q = new URLSearchParams(location.search);
 const num = (k, d) => {
@@ -18,11 +22,16 @@ const P = {
   env: q.get('env') === 'pyodide' ? 'pyodide' : 'grid',
   auto: q.has('auto') ? (num('auto', 1) | 0) || 1 : 0,
   frames: Math.max(0, num('frames', 0) | 0),
+  episodes: Math.max(1, num('episodes', 1) | 0),
   latency: Math.max(0, num('latency', 0)),
   loss: Math.max(0, num('loss', 0)),
   fps: Math.min(120, Math.max(5, num('fps', 30))),
   delay: q.has('delay') ? Math.max(0, num('delay', 2) | 0) : undefined,
   cut: q.has('cut') ? num('cut', -1) | 0 : -1,
+  cutEp: Math.max(0, num('cutEp', 0) | 0),
+  connectTimeout: Math.max(500, num('connectTimeout', 15000)),
+  proto: q.get('proto') || null,
+  turnUrls: q.has('turnUrls') ? q.get('turnUrls').split(',').filter(Boolean) : null,
   seed: num('seed', 1) >>> 0,
   recover: Math.max(0, num('recover', 0)),
   recoverBelow: Math.max(1, num('recoverBelow', 100)),
@@ -68,10 +77,16 @@ const game = {
   exportSessionMetrics() { return session.exportSessionMetrics(); },
   stateHashAt(frame) { return session.stateHashAt(frame); },
   closeP2P() { session.closeP2P(); },
+  restoreP2P() { session.restoreP2P(); },
+  protocol: null,
+  mug: null,
+  get finished() { return session ? session.finished : false; },
+  get episode() { return session ? session.episode : 0; },
+  researchData() { return session.exportSessionData({ format: 'json' }); },
   impair(o) { const r = session.impair(o); syncSliders(); return r; },
   /** emit any event on the socket and resolve with the server's ack (tests of server validation) */
   emitRaw(event, payload) {
-    return new Promise((resolve) => session.socket.timeout(3000).emit(event, payload, (err, res) => resolve(err ? { ok: false, error: String(err) } : res)));
+    return new Promise((resolve) => game.socket.timeout(3000).emit(event, payload, (err, res) => resolve(err ? { ok: false, error: String(err) } : res)));
   },
   events: [],
 };
@@ -274,7 +289,15 @@ $('cut').addEventListener('click', () => {
   if (!session) return;
   session.closeP2P();
   $('cut').disabled = true;
+  $('restore').disabled = false;
   uiLog(`Cut P2P at frame ${game.frame}`);
+});
+$('restore').addEventListener('click', () => {
+  if (!session) return;
+  session.restoreP2P(); // with ?recover=MS the engine returns to P2P once the new channel is healthy
+  $('restore').disabled = true;
+  $('cut').disabled = false;
+  uiLog(`Restore P2P at frame ${game.frame}`);
 });
 
 // ------------------------------------------------------------------ main
@@ -288,18 +311,51 @@ async function createEnv() {
   return createGridGame({ numPlayers: P.players, seed: P.seed });
 }
 
+/** Which server protocol: ?proto=mug|p2psync, else what the server marked the page with
+ * (web/mug_server.py adds <meta name="p2psync-protocol" content="mug">; web/server.mjs nothing).
+ * Over mug's protocol the server's /server-info.json says how many players its games have. */
+async function serverProtocol() {
+  const meta = document.querySelector('meta[name="p2psync-protocol"]');
+  const protocol = P.proto === 'mug' || P.proto === 'p2psync' ? P.proto : meta ? meta.content : 'p2psync';
+  if (protocol !== 'mug') return { protocol };
+  try {
+    const r = await fetch('/server-info.json', { cache: 'no-store' });
+    if (r.ok) return { ...(await r.json()), protocol };
+  } catch { /* not there */ }
+  return { protocol };
+}
+
+/** mug's pairing, as mug's index.js does it: register_subject, then join_game; the server pairs
+ * the players (FIFO) and the MugTransport takes pyodide_player_assigned / pyodide_game_ready. */
+function mugJoin(socket) {
+  const subjectId = q.get('subject') || `demo-${Math.random().toString(36).slice(2, 10)}`;
+  const transport = new MugTransport(socket, { turnUrls: P.turnUrls || undefined, log: (m, l) => console[l === 'warn' ? 'warn' : 'log'](m) });
+  const join = () => {
+    socket.emit('register_subject', { subject_id: subjectId });
+    socket.emit('join_game', { session_id: subjectId });
+  };
+  if (socket.connected) join(); else socket.once('connect', join);
+  return transport;
+}
+
 async function main() {
   setStatus('loading engine…');
+  const info = await serverProtocol();
+  game.protocol = info.protocol;
+  if (info.protocol === 'mug' && Array.isArray(info.ids)) P.players = info.ids.length; // mug's scene decides
   const [lib, e] = await Promise.all([loadP2PSync({ wasmUrl: '/build/wasm/p2psync.wasm' }), createEnv()]);
   env = e;
   render();
-  setStatus(`waiting for ${P.players} players in room "${P.room}"…`);
-  const socket = window.io({ transports: ['websocket'] });
+  const socket = window.io({ transports: ['websocket'], upgrade: false });
+  game.socket = socket;
   const config = {};
   if (P.delay !== undefined) config.inputDelay = P.delay;
   if (P.recover > 0) config.fallbackRecovery = { healthyForMs: P.recover, latencyBelowMs: P.recoverBelow };
+  const where = info.protocol === 'mug' ? { transport: mugJoin(socket) } : { socket, room: P.room };
+  setStatus(info.protocol === 'mug' ? `waiting for mug's server to pair ${P.players} players…` : `waiting for ${P.players} players in room "${P.room}"…`);
   session = await P2PSyncSession.connect({
-    lib, socket, env, room: P.room, players: P.players, config, episodeFrames: P.frames, iceServers: [],
+    lib, ...where, env, players: P.players, config, episodeFrames: P.frames, episodes: P.episodes, iceServers: [],
+    connectTimeoutMs: P.connectTimeout,
     log: (msg, level) => {
       (level === 'warn' ? console.warn : level === 'error' ? console.error : console.log)(msg);
       if (!msg.startsWith('[P2P Sync] Player')) uiLog(msg);
@@ -307,6 +363,7 @@ async function main() {
   });
   game.session = session;
   game.playerIndex = session.playerIndex;
+  if (session.joinInfo && session.joinInfo.mug) game.mug = session.joinInfo.mug;
   if (P.auto) autoAction = makeAuto(P.auto, session.playerIndex);
   session.impair({ latencyMs: P.latency, lossPct: P.loss });
   syncSliders();
@@ -316,8 +373,8 @@ async function main() {
     });
   }
   session.addEventListener('episodeEnd', () => {
-    game.done = true;
-    setStatus(`episode complete · ${session.episodeSummaryLine}`, 'ok');
+    if (session.finished) game.done = true; // every episode (?episodes=N) has ended
+    setStatus(`episode${session.finished ? '' : ` ${session.episode}`} complete · ${session.episodeSummaryLine}`, 'ok');
     updatePanel();
   });
   session.addEventListener('desync', (ev) => setStatus(`DESYNC at frame ${ev.detail.frame}`, 'err'));
@@ -325,32 +382,34 @@ async function main() {
   game.ready = true;
   setStatus(`playing as player ${session.playerIndex}`, 'ok');
 
-  let busy = false;
   let cutDone = false;
   let lastPanel = 0;
-  const tick = async () => {
-    if (busy || game.error) return;
-    busy = true;
-    try {
-      const r = await session.step(localAction());
-      if (r.status === 'RUN' || r.rollback) render();
-      if (P.cut >= 0 && !cutDone && session.playerIndex === 0 && game.frame >= P.cut) {
-        cutDone = true;
-        session.closeP2P();
-        $('cut').disabled = true;
-        uiLog(`Cut P2P at frame ${game.frame}`);
-      }
-      const t = performance.now();
-      if (t - lastPanel > 500) { lastPanel = t; updatePanel(); }
-    } catch (err) {
-      game.error = String(err && err.stack || err);
-      console.error('[demo] step failed:', err);
-      setStatus(`error: ${err && err.message}`, 'err');
-    } finally {
-      busy = false;
-    }
+  const failed = (err) => {
+    game.error = String(err && err.stack || err);
+    console.error('[demo] step failed:', err);
+    setStatus(`error: ${err && err.message}`, 'err');
+    if (game.loop) game.loop.stop();
   };
-  game.timer = setInterval(tick, 1000 / P.fps);
+  // One step per frame, by deadline: the loop applies the engine's pacing hint (web/frame_loop.js).
+  game.loop = startFrameLoop({
+    session, fps: P.fps, action: localAction, onError: failed,
+    onFrame: (r) => {
+      try {
+        if (r.status === 'RUN' || r.rollback) render();
+        if (P.cut >= 0 && !cutDone && session.playerIndex === 0 && session.episode >= P.cutEp && game.frame >= P.cut) {
+          cutDone = true;
+          session.closeP2P();
+          $('cut').disabled = true;
+          $('restore').disabled = false;
+          uiLog(`Cut P2P at frame ${game.frame}`);
+        }
+        const t = performance.now();
+        if (t - lastPanel > 500) { lastPanel = t; updatePanel(); }
+      } catch (err) {
+        failed(err);
+      }
+    },
+  });
 }
 
 main().catch((err) => {
