@@ -1,21 +1,33 @@
 // libFuzzer target: the JSON text the engine takes in. Byte 0 chooses the entry point, the rest
 // is the text:
 //   0      SyncEngine::create(config text); a created engine must report a fixed memoryBytes(),
-//          survive a few frames, relay payloads and metrics export, and echo its config.
+//          survive a few frames (driven through driver.hpp runPlan; its relay JSON records are
+//          JSON objects and its events well-formed), relay payloads and metrics export, and echo
+//          its config.
 //   1, 2   receiveRelayJson(pyodide_player_action / p2p_state_sync, text) on a live engine
 //          (2 players, local 0, fromPeer taken from byte 1), plus the parsers alone: whatever
 //          parses must format back to text that parses to the same fields.
 //   3      the same text on an invalid relay event id (must be BAD_RELAY_JSON).
+//   byte 0 >= 0x80: canonicalize/canonicalHash(text, floatDigits 1 + byte 1 % 17), checked
+//          against nlohmann::json (SAX: duplicate keys, depth, integers beyond 64 bits) with
+//          floats rounded by glibc (printf "%.*e" and strtod are exact): the same texts are
+//          accepted, the canonical text holds the same value, is a fixed point, and hashes to
+//          canonicalHash.
 // Must never crash; abort() on a broken property.
 //   mkdir -p /tmp/cj && cp tests/fuzz/corpus/json/* /tmp/cj/ && /tmp/b-fuzz/fuzz_json /tmp/cj
+#include <cfenv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
+#include "driver.hpp"
+#include "state_hash.hpp"
 #include "sync_engine.hpp"
 
 using namespace p2psync;
@@ -28,32 +40,37 @@ namespace {
   std::abort();
 }
 
+// The smallest env: a constant-size state, no episode end of its own.
+struct TinyEnv {
+  int steps = 0;
+  bool load(const uint8_t*, size_t) { return true; }
+  std::string state() const { return "{\"f\":" + std::to_string(steps) + "}"; }
+  test::StepOutcome step(const uint8_t*, int, const RequestView&) {
+    ++steps;
+    return {};
+  }
+};
+
 void exercise(SyncEngine& e, const char* text, size_t len) {
   const size_t mem = e.memoryBytes();
   const int n = e.numActors();
   if (n < 2 || n > kMaxActors) fail("numActors out of range");
   std::string relayText(text, len);
+  TinyEnv env;
   for (int k = 0; k < 8; ++k) {
     e.advance(k * 33.0, static_cast<uint8_t>(k), 0);
     const int32_t* H = e.planHeader();
-    if (H[kStatus] < 0 || H[kStatus] > 3) fail("bad status");
-    if (H[kOutBytes] < 0 || static_cast<size_t>(H[kOutBytes]) != e.outbox().size()) fail("outbox size");
-    if (H[kStatus] == 0) {
-      std::string s = "{\"f\":" + std::to_string(k) + "}";
-      if (H[kSaveSnapshot]) e.saveSnapshot(static_cast<uint32_t>(H[kFrame]), reinterpret_cast<const uint8_t*>(s.data()), s.size());
-    }
-    // Relay JSON records in the outbox must be valid JSON objects (JS parses them).
-    const uint8_t* p = e.outbox().data();
-    size_t off = 0;
-    while (off + 8 <= e.outbox().size()) {
-      uint32_t l;
-      std::memcpy(&l, p + off + 4, 4);
-      if (p[off] == static_cast<uint8_t>(OutKind::RelayJson) || p[off] == static_cast<uint8_t>(OutKind::Event)) {
-        json j = json::parse(p + off + 8, p + off + 8 + l, nullptr, false);
-        if (j.is_discarded() || !j.is_object()) fail("outbox record is not a JSON object");
-      }
-      off += 8 + ((l + 3) & ~size_t(3));
-    }
+    if (H[plan::kStatus] < 0 || H[plan::kStatus] >= static_cast<int32_t>(Status::Count_)) fail("bad status");
+    if (H[plan::kOutBytes] < 0 || static_cast<size_t>(H[plan::kOutBytes]) != e.outbox().size()) fail("outbox size");
+    test::runPlan(e, env);
+    // Relay JSON records in the outbox must be valid JSON objects (JS parses them); events must
+    // be well-formed records (drainEvents throws otherwise).
+    e.outbox().forEach([](const OutRecord& r) {
+      if (r.kind != OutKind::RelayJson) return;
+      json j = json::parse(r.data, r.data + r.length, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) fail("outbox record is not a JSON object");
+    });
+    test::drainEvents(e, [](const json&) {});
     for (int from = -1; from < 3; ++from) {
       e.receiveRelayJson(RelayEvent::PlayerAction, relayText.data(), relayText.size(), from, k * 33.0);
       e.receiveRelayJson(RelayEvent::StateSync, relayText.data(), relayText.size(), from, k * 33.0);
@@ -144,10 +161,129 @@ void relayCase(RelayEvent ev, int fromPeer, const char* text, size_t len) {
   }
 }
 
+// ---------------------------------------------------------------- canonical JSON (state_hash)
+
+// What nlohmann's SAX parser sees that canonicalize treats differently: duplicate keys (rejected),
+// nesting beyond kMaxJsonDepth (rejected), integer literals beyond 64 bits (kept exact, where
+// nlohmann makes them doubles or reports an overflow).
+struct CanonProbe : nlohmann::json_sax<json> {
+  std::vector<std::set<std::string>> keys;
+  int depth = 0, maxDepth = 0;
+  bool dup = false, bigInt = false;
+  static bool isInteger(const std::string& t) { return t.find_first_of(".eE") == std::string::npos; }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t& t) override {
+    if (isInteger(t)) bigInt = true;
+    return true;
+  }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    keys.emplace_back();
+    maxDepth = std::max(maxDepth, ++depth);
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!keys.back().insert(k).second) dup = true;
+    return true;
+  }
+  bool end_object() override {
+    keys.pop_back();
+    --depth;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    maxDepth = std::max(maxDepth, ++depth);
+    return true;
+  }
+  bool end_array() override {
+    --depth;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string& token, const nlohmann::detail::exception&) override {
+    // nlohmann refuses an integer literal too large for a double; canonicalize keeps its digits
+    if (!token.empty() && (token[0] == '-' || (token[0] >= '0' && token[0] <= '9')) && isInteger(token) &&
+        std::isinf(std::strtod(token.c_str(), nullptr)))
+      bigInt = true;
+    return false;
+  }
+};
+
+// The canonical float of x (state_hash.hpp): glibc's exact %.*e, toward zero past the overflow
+// threshold, and a power of ten that does not re-canonicalize to itself replaced by what it does.
+double referenceFloat(double x, int digits) {
+  if (x == 0) return 0;
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*e", digits - 1, x);
+  if (std::isinf(std::strtod(b, nullptr))) {
+    std::fesetround(FE_TOWARDZERO);
+    std::snprintf(b, sizeof b, "%.*e", digits - 1, x);
+    std::fesetround(FE_TONEAREST);
+  }
+  const double d = std::strtod(b, nullptr);
+  const char* m = b + (b[0] == '-');
+  bool pow10 = m[0] == '1';
+  for (const char* p = m + 1; *p && *p != 'e'; ++p)
+    if (*p != '.' && *p != '0') pow10 = false;
+  if (pow10) {
+    char again[64];
+    std::snprintf(again, sizeof again, "%.*e", digits - 1, d);
+    return std::strtod(again, nullptr);
+  }
+  return d;
+}
+
+void roundFloats(json& j, int digits) {
+  if (j.is_number_float()) j = referenceFloat(j.get<double>(), digits);
+  else if (j.is_array())
+    for (auto& e : j) roundFloats(e, digits);
+  else if (j.is_object())
+    for (auto& kv : j.items()) roundFloats(kv.value(), digits);
+}
+
+void canonicalCase(int digits, const char* text, size_t len) {
+  std::string c;
+  const bool ok = canonicalize(text, len, digits, c);
+  uint64_t h = 0;
+  if (canonicalHash(text, len, digits, h) != ok) fail("canonicalHash and canonicalize disagree");
+  if (ok) {
+    if (h != hashBytes(reinterpret_cast<const uint8_t*>(c.data()), c.size())) fail("canonicalHash is not the text's hash");
+    std::string again;
+    if (!canonicalize(c.data(), c.size(), digits, again) || again != c) fail("canonical text is not a fixed point");
+  }
+  if (std::memchr(text, 0, len) != nullptr) {  // never JSON; nlohmann may stop at the NUL
+    if (ok) fail("text with a NUL byte canonicalized");
+    return;
+  }
+  CanonProbe probe;
+  const bool parsed = json::sax_parse(text, text + len, &probe);
+  if (probe.bigInt) return;  // nlohmann reads these integers differently
+  const bool expect = parsed && !probe.dup && probe.maxDepth <= kMaxJsonDepth;
+  if (ok != expect) {
+    std::fprintf(stderr, "canonicalize %d, nlohmann %d, duplicate key %d, depth %d\n", ok, parsed, probe.dup, probe.maxDepth);
+    fail("canonicalize accepts a different set of texts than nlohmann");
+  }
+  if (!ok) return;
+  json ref = json::parse(text, text + len, nullptr, false);
+  roundFloats(ref, digits);
+  const json got = json::parse(c, nullptr, false);
+  if (got.is_discarded() || got != ref) {
+    std::fprintf(stderr, "%s\n", c.c_str());
+    fail("canonical text has a different value");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
+  if (data[0] >= 0x80) {
+    canonicalCase(1 + data[1] % 17, reinterpret_cast<const char*>(data + 2), size - 2);
+    return 0;
+  }
   const int mode = data[0] & 3;
   const int fromPeer = static_cast<int>(data[1] % 6) - 1;  // -1..4
   const char* text = reinterpret_cast<const char*>(data + 2);
