@@ -26,9 +26,10 @@ namespace {
 // Message layout shared with web/p2psync.js (little-endian; exported by layout().message):
 //   0 u8 type, 1 u8 flags, 2 u8 focused, 3 u8 delay, 4 u16 playerIndex, 6 u16 count,
 //   8 u32 frame, 12 u32 episode, 16 u32 start, 20 u32 end, 24 f64 timestamp,
-//   32 u32 digestHi, 36 u32 digestLo, 40 i16 margin, 42..47 pad,
-//   48.. count x (u32 frame, u32 action)
-constexpr size_t kMsgHeader = 48;
+//   32 u32 digestHi, 36 u32 digestLo, 40 i16 margin, 42 u8 reason, 43 u8 source, 44 u8 status,
+//   45..47 pad, 48 u32 transferId, 52 u32 total, 56 u32 index, 60 u32 bitmap,
+//   64.. count x (u32 frame, u32 action), or for STATE_CHUNK its count bytes
+constexpr size_t kMsgHeader = 64;
 constexpr size_t kMsgBytes = kMsgHeader + 8 * kMaxResponseInputs;
 
 struct Staging {
@@ -67,6 +68,21 @@ void readMsg(const uint8_t* s, Message& m) {
   m.end = rd<uint32_t>(s + 20);
   m.timestamp = rd<double>(s + 24);
   m.digest = (static_cast<uint64_t>(rd<uint32_t>(s + 32)) << 32) | rd<uint32_t>(s + 36);
+  m.reason = s[42];
+  m.source = s[43];
+  m.status = s[44];
+  m.transferId = rd<uint32_t>(s + 48);
+  m.total = rd<uint32_t>(s + 52);
+  m.index = rd<uint32_t>(s + 56);
+  m.bitmap = rd<uint32_t>(s + 60);
+  m.data = nullptr;
+  m.dataLen = 0;
+  if (m.type == MsgType::StateChunk) {
+    m.dataLen = m.count > kTransferChunkBytes ? static_cast<uint16_t>(kTransferChunkBytes + 1) : m.count;  // too many: refused by validate
+    m.data = s + kMsgHeader;
+    m.count = 0;
+    return;
+  }
   if (m.count > kMaxResponseInputs) m.count = kMaxResponseInputs + 1;  // refused by validate
   for (size_t i = 0; i < m.count && i < kMaxResponseInputs; ++i) {
     m.inputs[i].frame = rd<uint32_t>(s + kMsgHeader + 8 * i);
@@ -90,6 +106,18 @@ void writeMsg(const Message& m, uint8_t* s) {
   wr<double>(s + 24, m.timestamp);
   wr<uint32_t>(s + 32, static_cast<uint32_t>(m.digest >> 32));
   wr<uint32_t>(s + 36, static_cast<uint32_t>(m.digest));
+  s[42] = m.reason;
+  s[43] = m.source;
+  s[44] = m.status;
+  wr<uint32_t>(s + 48, m.transferId);
+  wr<uint32_t>(s + 52, m.total);
+  wr<uint32_t>(s + 56, m.index);
+  wr<uint32_t>(s + 60, m.bitmap);
+  if (m.type == MsgType::StateChunk) {
+    wr<uint16_t>(s + 6, m.dataLen);
+    std::memcpy(s + kMsgHeader, m.data, m.dataLen);
+    return;
+  }
   for (size_t i = 0; i < m.count; ++i) {
     wr<uint32_t>(s + kMsgHeader + 8 * i, m.inputs[i].frame);
     wr<uint32_t>(s + kMsgHeader + 8 * i + 4, m.inputs[i].action);
@@ -139,7 +167,9 @@ std::string layout() {
   j["message"] = nlohmann::json{{"headerBytes", kMsgHeader}, {"entryBytes", 8}, {"maxEntries", kMaxResponseInputs},
                                 {"type", 0}, {"flags", 1}, {"focused", 2}, {"delay", 3}, {"playerIndex", 4},
                                 {"count", 6}, {"frame", 8}, {"episode", 12}, {"start", 16}, {"end", 20},
-                                {"timestamp", 24}, {"digestHi", 32}, {"digestLo", 36}, {"margin", 40}};
+                                {"timestamp", 24}, {"digestHi", 32}, {"digestLo", 36}, {"margin", 40},
+                                {"reason", 42}, {"source", 43}, {"status", 44}, {"transferId", 48}, {"total", 52},
+                                {"index", 56}, {"bitmap", 60}};
   return j.dump();
 }
 
@@ -205,6 +235,14 @@ class Engine {
   void onConnectionFailed(int peer, double nowMs) { e_->onConnectionFailed(peer, nowMs); }
   bool setConnectionType(const std::string& t) { return e_->setConnectionType(t); }
   std::string resetEpisode(int inputDelay) { return e_->resetEpisode(inputDelay); }
+  // State transfer: serve a pending STATE_REQUEST of `peer` with the staged attachment bytes.
+  bool serveState(int peer, uint32_t len, double nowMs) {
+    if (len > staging().bytes.size()) return false;
+    return e_->serveState(peer, staging().bytes.data(), len, nowMs);
+  }
+  uintptr_t attachmentPtr() const { return reinterpret_cast<uintptr_t>(e_->transferAttachment().data()); }
+  uint32_t attachmentLength() const { return static_cast<uint32_t>(e_->transferAttachment().size()); }
+  bool joining() const { return e_->joining(); }
 
   // Writes the executed actions of frames [from, to] into staging; returns the frame count.
   uint32_t actionLog(double from, double to, bool confirmedOnly) {
@@ -313,6 +351,10 @@ EMSCRIPTEN_BINDINGS(p2psync) {
       .function("onConnectionFailed", &Engine::onConnectionFailed)
       .function("setConnectionType", &Engine::setConnectionType)
       .function("resetEpisode", &Engine::resetEpisode)
+      .function("serveState", &Engine::serveState)
+      .function("attachmentPtr", &Engine::attachmentPtr)
+      .function("attachmentLength", &Engine::attachmentLength)
+      .function("joining", &Engine::joining)
       .function("actionLog", &Engine::actionLog)
       .function("p2pMetrics", &Engine::p2pMetrics)
       .function("exportSessionMetrics", &Engine::exportSessionMetrics)

@@ -61,7 +61,7 @@ export interface SyncConfig {
 /** RUN: new frames to step. STALL: waiting for inputs (prediction limit) or the peers' READY.
  * WAIT: one frame of time sync. ENDED: the episode's last frame is simulated; keep calling
  * advance (the end is being confirmed and agreed) until the episodeEnd event. */
-export type PlanStatus = 'RUN' | 'STALL' | 'WAIT' | 'ENDED';
+export type PlanStatus = 'RUN' | 'STALL' | 'WAIT' | 'ENDED' | 'STARTING' | 'JOINING';
 
 export interface OutgoingMessage {
   path: 'p2p' | 'relay';
@@ -178,6 +178,14 @@ export declare class SyncEngine {
   setConnectionType(type: 'direct' | 'relay' | 'unknown'): void;
   /** Starts the next episode; throws until the episodeEnd event (the end is synced). */
   resetEpisode(options?: { inputDelay?: number }): void;
+  /** A rejoining engine (config rejoin) waiting for a peer's state (plan status JOINING). */
+  readonly joining: boolean;
+  /** Answers a peer's state request (event stateRequest) with an attachment (e.g. the research rows
+   * that peer lost); without a call the engine sends the state with none at its next advance().
+   * False when no request of that peer is pending. */
+  serveState(peer: number, attachment?: string | Uint8Array | null, nowMs?: number): boolean;
+  /** The attachment of the last state this engine loaded (event stateLoaded). */
+  transferAttachment(): Uint8Array;
   /** Executed actions of frames [from, to], numActors bytes each; confirmed frames only unless
    * confirmedOnly is false; only frames still in the bufferFrames ring. */
   actionLog(fromFrame: number, toFrame: number, confirmedOnly?: boolean): Uint8Array;

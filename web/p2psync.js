@@ -76,6 +76,9 @@ function createLib(M) {
   const TYPE_NAMES = Object.fromEntries(Object.entries(TYPES).map(([k, v]) => [v, k]));
   const MSG = L.message;
   const MSG_BYTES = MSG.headerBytes + MSG.entryBytes * MSG.maxEntries;
+  // STATE_REQUEST reasons and STATE_ACK statuses by their wire value (wasm/src/protocol.hpp).
+  const TRANSFER_REASONS = [null, 'rejoin', 'resync'];
+  const ACK_STATUS = ['receiving', 'complete', 'rejected'];
   const PW = L.plan.words;
   const RQ = L.plan.request;
   const REQ_BYTES = L.plan.requestBytes;
@@ -253,6 +256,37 @@ function createLib(M) {
         dv.setUint8(MSG.focused, msg.focused ? 1 : 0);
         dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
         break;
+      case 'STATE_REQUEST': {
+        dv.setUint32(MSG.transferId, uintField(msg, 'transferId', 0xffffffff), true);
+        const reason = TRANSFER_REASONS.indexOf(msg.reason);
+        if (reason < 1) throw new TypeError('encode: field "reason" must be "rejoin" or "resync"');
+        dv.setUint8(MSG.reason, reason);
+        dv.setUint8(MSG.source, uintField(msg, 'source', 255));
+        dv.setUint32(MSG.episode, uintField(msg, 'episode', 0xffffffff), true);
+        dv.setUint32(MSG.frame, uintField(msg, 'frame', 0xffffffff), true);
+        break;
+      }
+      case 'STATE_CHUNK': {
+        dv.setUint32(MSG.transferId, uintField(msg, 'transferId', 0xffffffff), true);
+        dv.setUint32(MSG.total, uintField(msg, 'total', 0xffffffff), true);
+        dv.setUint32(MSG.index, uintField(msg, 'index', 0xffffffff), true);
+        const data = msg.data instanceof Uint8Array ? msg.data : null;
+        if (!data || data.length < 1 || data.length > L.limits.transferChunkBytes) {
+          throw new TypeError(`encode: field "data" must be a Uint8Array of 1..${L.limits.transferChunkBytes} bytes`);
+        }
+        dv.setUint16(MSG.count, data.length, true);
+        s.msg.set(data, MSG.headerBytes);
+        break;
+      }
+      case 'STATE_ACK': {
+        dv.setUint32(MSG.transferId, uintField(msg, 'transferId', 0xffffffff), true);
+        const status = ACK_STATUS.indexOf(msg.status);
+        if (status < 0) throw new TypeError('encode: field "status" must be "receiving", "complete" or "rejected"');
+        dv.setUint8(MSG.status, status);
+        dv.setUint32(MSG.index, uintField(msg, 'firstMissing', 0xffffffff), true);
+        dv.setUint32(MSG.bitmap, uintField(msg, 'bitmap', 0xffffffff), true);
+        break;
+      }
     }
     const n = M.encodeStaged();
     if (!n) throw new TypeError(`encode: field "${M.lastError()}" is invalid for ${msg.type}`);
@@ -309,6 +343,15 @@ function createLib(M) {
       }
       case 'FOCUS_STATE':
         return { type, focused: dv.getUint8(MSG.focused) === 1, frame: dv.getUint32(MSG.frame, true) };
+      case 'STATE_REQUEST':
+        return { type, transferId: dv.getUint32(MSG.transferId, true), reason: TRANSFER_REASONS[dv.getUint8(MSG.reason)], source: dv.getUint8(MSG.source),
+          episode: dv.getUint32(MSG.episode, true), frame: dv.getUint32(MSG.frame, true) };
+      case 'STATE_CHUNK':
+        return { type, transferId: dv.getUint32(MSG.transferId, true), total: dv.getUint32(MSG.total, true), index: dv.getUint32(MSG.index, true),
+          data: staging().msg.slice(MSG.headerBytes, MSG.headerBytes + count()) };
+      case 'STATE_ACK':
+        return { type, transferId: dv.getUint32(MSG.transferId, true), status: ACK_STATUS[dv.getUint8(MSG.status)],
+          firstMissing: dv.getUint32(MSG.index, true), bitmap: dv.getUint32(MSG.bitmap, true) };
     }
     return { error: 'UNKNOWN_TYPE' };
   }
@@ -696,6 +739,26 @@ function createLib(M) {
       const err = this._h.resetEpisode(options.inputDelay ?? -1);
       if (err) throw new Error(`resetEpisode: ${err}`);
       this._plan._read();
+    }
+
+    // ---- state transfer (rejoin after a reload, desync recovery)
+    /** true while a rejoining engine (config rejoin) waits for a peer's state (plan status JOINING). */
+    get joining() { return this._h.joining(); }
+    /**
+     * Answers a peer's state request (event stateRequest) with `attachment` (string or bytes:
+     * e.g. the research rows the rejoiner lost). Without it the engine sends the state with no
+     * attachment at its next advance(). Returns false when no request of that peer is pending.
+     */
+    serveState(peer, attachment = null, nowMs = 0) {
+      const len = attachment == null ? 0 : stageState(attachment);
+      const ok = this._h.serveState(peer, len, nowMs);
+      this.takeEventsIfHandled();
+      return ok;
+    }
+    /** The attachment of the last state this engine loaded (event stateLoaded), as bytes. */
+    transferAttachment() {
+      const n = this._h.attachmentLength();
+      return n ? new Uint8Array(M.HEAPU8.buffer, this._h.attachmentPtr(), n).slice() : new Uint8Array(0);
     }
 
     /** Executed actions of frames [from, to] (numActors bytes each; confirmed frames only by default). */

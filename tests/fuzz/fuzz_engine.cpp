@@ -10,7 +10,8 @@
 //   equivocating), the env ending its episode a few frames ahead, and episode reset (with a fresh
 //   env, as a page does). Every frame is driven through the frame driver (driver.hpp runPlan).
 // After every operation, for every engine, abort() on a violated invariant:
-//   * memoryBytes() never changes (memory is fixed at construction);
+//   * memoryBytes() never changes (memory is fixed at construction), but for the state transfers
+//     a peer's STATE_REQUEST makes it send (transferBytes(): each bounded by maxTransferBytes);
 //   * the confirmed frame never decreases within an episode;
 //   * every newly confirmed frame is in the action log and each player's input for it is known
 //     and equals the executed action;
@@ -164,7 +165,7 @@ struct World {
       peers.back()->maxEventsKept = 0;  // counted, not kept
       nextAt.push_back(i * 7.0);
       pausedUntil.push_back(0);
-      tr[i].memory = peers[i]->engine->memoryBytes();
+      tr[i].memory = peers[i]->engine->memoryBytes() - peers[i]->engine->transferBytes();
       tr[i].confirmed = peers[i]->engine->confirmedFrame();
       tr[i].episodeStart = peers[i]->engine->episodeStart();
       tr[i].localScan = tr[i].episodeStart;
@@ -202,7 +203,10 @@ struct World {
   void check(int i, bool full = false) {
     SyncEngine& e = eng(i);
     Tracker& t = tr[i];
-    if (e.memoryBytes() != t.memory) violation("memoryBytes changed", i, static_cast<long long>(e.memoryBytes()), static_cast<long long>(t.memory));
+    if (e.memoryBytes() - e.transferBytes() != t.memory)
+      violation("memoryBytes changed", i, static_cast<long long>(e.memoryBytes() - e.transferBytes()), static_cast<long long>(t.memory));
+    if (e.transferBytes() > 3 * (e.config().maxTransferBytes + 64 * 1024))
+      violation("transfer memory unbounded", i, static_cast<long long>(e.transferBytes()), static_cast<long long>(e.config().maxTransferBytes));
     if (e.episode() != t.episode) {
       if (e.episodeStart() <= t.confirmed)
         violation("new episode overlaps confirmed frames of the previous one", i, e.episodeStart(), t.confirmed);

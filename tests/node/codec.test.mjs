@@ -36,6 +36,12 @@ const GOLDEN = [
     { type: 'QUALITY', episode: 2, frame: 0x01020304, margin: -1.5, delay: 3 }],
   ['QUALITY margin only', [0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x24, 0x00, 0x00, 0x00, 0x00],
     { type: 'QUALITY', episode: 0, frame: 0, margin: 2.25 }],
+  ['STATE_REQUEST', [0x16, 0x01, 0x00, 0x00, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00],
+    { type: 'STATE_REQUEST', transferId: 0x01000002, reason: 'rejoin', source: 1, episode: 3, frame: 0 }],
+  ['STATE_CHUNK', [0x17, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x04, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x03, 0xAA, 0xBB, 0xCC],
+    { type: 'STATE_CHUNK', transferId: 7, total: 1027, index: 1, data: Uint8Array.of(0xAA, 0xBB, 0xCC) }],
+  ['STATE_ACK', [0x18, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x05],
+    { type: 'STATE_ACK', transferId: 7, status: 'receiving', firstMissing: 5, bitmap: 5 }],
 ];
 
 test('the done-when example round-trips and [1,0,1] is TRUNCATED', () => {
@@ -118,6 +124,12 @@ test('encode refuses what it cannot encode, naming the field, and never truncate
     [{ type: 'QUALITY', episode: 0, frame: 0, delay: 31 }, /delay/],
     [{ type: 'QUALITY', episode: 0, frame: 0, margin: NaN }, /margin/],
     [{ type: 'QUALITY', episode: 0, frame: 0, margin: 4000 }, /margin/],
+    [{ type: 'STATE_REQUEST', transferId: 0, reason: 'rejoin', source: 1, episode: 0, frame: 0 }, /transferId/],
+    [{ type: 'STATE_REQUEST', transferId: 1, reason: 'other', source: 1, episode: 0, frame: 0 }, /reason/],
+    [{ type: 'STATE_CHUNK', transferId: 1, total: 2, index: 0, data: Uint8Array.of(1, 2, 3) }, /count/],
+    [{ type: 'STATE_CHUNK', transferId: 1, total: 2, index: 1, data: Uint8Array.of(1) }, /index/],
+    [{ type: 'STATE_CHUNK', transferId: 1, total: 2, index: 0, data: [1, 2] }, /data/],
+    [{ type: 'STATE_ACK', transferId: 1, status: 'done', firstMissing: 0, bitmap: 0 }, /status/],
   ];
   for (const [msg, field] of bad) {
     assert.throws(() => lib.encode(msg), (e) => e instanceof TypeError && field.test(e.message), JSON.stringify(msg));

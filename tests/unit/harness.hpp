@@ -49,6 +49,7 @@ struct ToyGame {
   // Nondeterministic: a count of snapshot loads that load() does not restore, in the state.
   bool leakLoads = false;
   uint64_t loads = 0;
+  size_t padBytes = 0;  // > 0: a "pad" string of this length in the state (a large state); load() restores it
 
   explicit ToyGame(int actors = 2) : pos(static_cast<size_t>(actors), 0) {}
   // A fresh episode with the same end rules.
@@ -56,7 +57,9 @@ struct ToyGame {
     const int d = endAtDistance, actor = endActor;
     const int64_t f = endAtFrame;
     const bool t = endTruncated, leak = leakLoads;
+    const size_t pad = padBytes;
     *this = ToyGame(static_cast<int>(pos.size()));
+    padBytes = pad;
     endAtDistance = d;
     endActor = actor;
     endAtFrame = f;
@@ -77,6 +80,7 @@ struct ToyGame {
   std::string state() const {
     nlohmann::json j{{"frame", frame}, {"h", std::to_string(h)}, {"pos", pos}};
     if (leakLoads) j["hidden"] = loads;
+    if (padBytes) j["pad"] = std::string(padBytes, 'p');
     return j.dump();
   }
   bool load(const uint8_t* data, size_t len) {
@@ -86,6 +90,7 @@ struct ToyGame {
     frame = j["frame"].get<uint32_t>();
     h = std::stoull(j["h"].get<std::string>());
     pos = j["pos"].get<std::vector<int>>();
+    padBytes = j.contains("pad") ? j["pad"].get<std::string>().size() : 0;
     return true;
   }
   // The driver's env interface (driver.hpp).
@@ -197,7 +202,7 @@ struct Peer {
   PlanCopy plan;                 // the last plan
   bool keepPlan = true;
   std::map<RxResult, uint64_t> rx;  // receive results
-  uint64_t runs = 0, stalls = 0, waits = 0, ended = 0, rollbacks = 0, replayedFrames = 0, steps = 0, cuts = 0;
+  uint64_t runs = 0, stalls = 0, waits = 0, ended = 0, starting = 0, joining = 0, rollbacks = 0, replayedFrames = 0, steps = 0, cuts = 0;
   uint64_t stepsPastEnd = 0;  // env steps of a state that had already ended (must stay 0)
   uint64_t desyncs = 0, nondeterminism = 0, errors = 0;
   Status lastStatus = Status::Run;
@@ -234,6 +239,8 @@ struct Peer {
       case Status::Stall: ++stalls; break;
       case Status::Wait: ++waits; break;
       case Status::Ended: ++ended; break;
+      case Status::Starting: ++starting; break;
+      case Status::Joining: ++joining; break;
       case Status::Count_: break;
     }
     lastSent.clear();
@@ -470,6 +477,16 @@ struct Session {
 
   Peer& operator[](int i) { return *peers[static_cast<size_t>(i)]; }
   int size() const { return static_cast<int>(peers.size()); }
+  // Peer i's page reloaded: a fresh engine (config rejoin) and a fresh game; what the old one had
+  // is gone (its collected action log stays in logs[i]).
+  void reloadPeer(size_t i, const std::string& extra = "") {
+    const std::string c = cfg(opt.players, static_cast<int>(i), ",\"numBots\":" + std::to_string(opt.bots) + opt.extraConfig + extra + ",\"rejoin\":true");
+    auto p = std::make_unique<Peer>(static_cast<int>(i), c, opt.seed * 977 + 1000 + i, opt.players + opt.bots);
+    p->changeProb = opt.changeProb;
+    p->logHashes = opt.logHashes;
+    p->keepExecuted = opt.keepExecuted;
+    peers[i] = std::move(p);
+  }
   void pause(int i, bool on = true) { pausedUntil[static_cast<size_t>(i)] = on ? 1e300 : 0; }
 
   // Puts what peer i produced on the wire.

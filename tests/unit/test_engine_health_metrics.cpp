@@ -20,8 +20,15 @@ TEST_CASE("engine metrics: PINGs every pingIntervalMs, PONG samples, duplicate /
           "[metrics-engine]") {
   Peer a(0, cfg(2, 0, ",\"pingIntervalMs\":100"), 1, 2);
   std::vector<double> pings;
+  auto keepalive = [&](double now) {  // peer 1 stays alive (not silent) while its pongs are slow
+    Message k;
+    k.type = MsgType::Keepalive;
+    const auto b = enc(k);
+    return a.engine->receive(b.data(), b.size(), 1, Path::P2P, now);
+  };
   for (int k = 0; k < 50; ++k) {  // 1 s at 20 ms per frame
     const double now = k * 20.0;
+    CHECK(keepalive(now) == RxResult::Ok);
     a.step(now);
     for (const Packet& r : a.lastSent) {
       if (r.type() != kPing) continue;
@@ -40,6 +47,7 @@ TEST_CASE("engine metrics: PINGs every pingIntervalMs, PONG samples, duplicate /
     const auto b = enc(m);
     return e.receive(b.data(), b.size(), 1, Path::P2P, now);
   };
+  CHECK(keepalive(995) == RxResult::Ok);
   CHECK(pong(100, 1000) == RxResult::Ok);              // rtt 900
   CHECK(pong(300, 1010) == RxResult::Ok);              // rtt 710, out of order
   CHECK(pong(200, 1020) == RxResult::Ok);              // rtt 820
@@ -428,3 +436,54 @@ TEST_CASE("engine metrics: the episode summary line of a scripted session, exact
   CHECK(m["episodes"][0]["episode"] == 0);
 }
 
+
+TEST_CASE("health: a page frozen for 10 s gives no RTT sample of the freeze; nobody falls back", "[metrics-engine]") {
+  for (int frozen : {0, 1}) {
+    CAPTURE(frozen);
+    Session w(SessionOptions::over(2, "", LinkProfile{40, 0, 0, 0, 0, 20}, 9));
+    w.runFrames(100);
+    // a frozen tab: it neither steps nor handles what arrives; it all arrives at once when it is back
+    const double until = w.now + 10000;
+    w.pausedUntil[static_cast<size_t>(frozen)] = until;
+    w.net.hold = [&w, frozen, until](const Packet& p) { return p.to == frozen && w.now < until; };
+    while (w.now < until) w.tick();
+    w.net.hold = nullptr;
+    w.net.release(w.now, 2.0);  // (spread: a burst of 10 s of traffic would hit the flood guard)
+    w.runFrames(w.minFrame() + 300);
+    CHECK(w.events("fallback") == 0);
+    CHECK(w[frozen].engine->health().stalePongs(1 - frozen) + w[1 - frozen].engine->health().stalePongs(frozen) > 0);
+    for (int i = 0; i < 2; ++i) CHECK(w[i].engine->health().latencyMs(1 - i) < 100);
+    CHECK(w.events("desync") == 0);
+  }
+}
+
+TEST_CASE("focus: a change held back and delivered after a newer one is ignored", "[metrics-engine]") {
+  Solo s;
+  auto focus = [&](bool f, uint32_t frame) {
+    Message m;
+    m.type = MsgType::FocusState;
+    m.focused = f ? 1 : 0;
+    m.frame = frame;
+    return s.a.rxBytes(enc(m), 1, s.now);
+  };
+  s.stepTo(20);
+  CHECK(focus(false, 30) == RxResult::Ok);
+  CHECK(focus(true, 31) == RxResult::Ok);
+  CHECK(focus(false, 30) == RxResult::Ok);  // the hide again, late: older than the show
+  s.step();
+  std::vector<bool> seen;
+  for (const json& e : s.a.events)
+    if (e["type"] == "focus") seen.push_back(e["focused"].get<bool>());
+  CHECK(seen == std::vector<bool>{false, true});
+  // a page hidden and shown again without a step in between still orders its two changes
+  Solo t;
+  t.stepTo(10);
+  t.e().setFocus(false, t.now);
+  t.e().setFocus(true, t.now);
+  std::vector<Frame> frames;
+  t.step();
+  for (const json& e : t.a.events)
+    if (e["type"] == "focus") frames.push_back(e["frame"].get<Frame>());
+  REQUIRE(frames.size() == 2);
+  CHECK(frames[1] > frames[0]);
+}

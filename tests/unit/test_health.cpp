@@ -565,7 +565,7 @@ TEST_CASE("health: toJson fields, nulls without samples, never NaN", "[health]")
   REQUIRE(j["peers"].size() == 3);
   const std::set<std::string> want = {
       "peer", "rttAvgMs", "latencyMs", "p50Ms", "p95Ms", "jitterMs", "minMs", "maxMs", "samples",
-      "status", "packetsReceived", "gapCount", "unsolicitedPongs", "duplicatePongs", "liveness",
+      "status", "packetsReceived", "gapCount", "unsolicitedPongs", "stalePongs", "duplicatePongs", "liveness",
       "interruptions", "disconnections", "lastPacketMs", "channelOpen", "inFallback", "fallbackReason"};
   for (const json& p : j["peers"]) {
     std::set<std::string> keys;

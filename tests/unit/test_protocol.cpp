@@ -1,6 +1,7 @@
 // Wire codec tests: hand-written golden vectors, round trips, every decode error, encode refusals.
 #include <catch2/catch_test_macros.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -76,6 +77,14 @@ bool sameMessage(const Message& a, const Message& b) {
     case MsgType::Quality:
       return a.episode == b.episode && a.delay == b.delay && a.flags == b.flags && a.margin == b.margin &&
              a.frame == b.frame;
+    case MsgType::StateRequest:
+      return a.transferId == b.transferId && a.reason == b.reason && a.source == b.source && a.episode == b.episode &&
+             a.frame == b.frame;
+    case MsgType::StateChunk:
+      return a.transferId == b.transferId && a.total == b.total && a.index == b.index && a.dataLen == b.dataLen &&
+             std::memcmp(a.data, b.data, a.dataLen) == 0;
+    case MsgType::StateAck:
+      return a.transferId == b.transferId && a.status == b.status && a.index == b.index && a.bitmap == b.bitmap;
   }
   return false;
 }
@@ -198,6 +207,36 @@ std::vector<Golden> goldens() {
     g.push_back({"focus_state_blur", {0x14, 0x00, 0xFF, 0xFF, 0xFF, 0xFF}, m});
   }
   {
+    // transfer 0x01000002, rejoin, from player 1, episode 3, frame 0
+    auto m = mk(MsgType::StateRequest);
+    m->transferId = 0x01000002;
+    m->reason = kTransferRejoin;
+    m->source = 1;
+    m->episode = 3;
+    m->frame = 0;
+    g.push_back({"state_request", {0x16, 0x01, 0x00, 0x00, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00}, m});
+  }
+  {
+    // the last chunk (index 1) of a 1027-byte transfer: 3 bytes
+    static const uint8_t tail[3] = {0xAA, 0xBB, 0xCC};
+    auto m = mk(MsgType::StateChunk);
+    m->transferId = 7;
+    m->total = 1027;  // 0x403
+    m->index = 1;
+    m->dataLen = 3;
+    m->data = tail;
+    g.push_back({"state_chunk", {0x17, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x04, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x03, 0xAA, 0xBB, 0xCC}, m});
+  }
+  {
+    // receiving: chunks 0..4 in, 5 missing, 6 and 8 in (bits 0 and 2)
+    auto m = mk(MsgType::StateAck);
+    m->transferId = 7;
+    m->status = kAckReceiving;
+    m->index = 5;
+    m->bitmap = 0x5;
+    g.push_back({"state_ack", {0x18, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x05}, m});
+  }
+  {
     // an input chosen while the page was hidden: flags 0x01 (kInputUnfocused)
     auto m = mk(MsgType::Input);
     m->playerIndex = 1;
@@ -272,7 +311,8 @@ TEST_CASE("golden vectors cover every message type", "[protocol]") {
   const MsgType all[] = {MsgType::Input,        MsgType::Ping,         MsgType::Pong,
                          MsgType::Keepalive,    MsgType::EpisodeEnd,   MsgType::EpisodeReady,
                          MsgType::StateHash,    MsgType::InputRequest, MsgType::InputResponse,
-                         MsgType::FocusState,   MsgType::Quality};
+                         MsgType::FocusState,   MsgType::Quality,      MsgType::StateRequest,
+                         MsgType::StateChunk,   MsgType::StateAck};
   auto gs = goldens();
   for (MsgType t : all) {
     bool found = false;
@@ -349,7 +389,8 @@ TEST_CASE("random messages of every type round-trip", "[protocol]") {
   auto back = newMsg(MsgType::Keepalive);
   for (int iter = 0; iter < 3000; ++iter) {
     *m = Message{};
-    switch (iter % 11) {
+    static uint8_t chunkBytes[kTransferChunkBytes];
+    switch (iter % 14) {
       case 0: {
         m->type = MsgType::Input;
         m->playerIndex = static_cast<uint16_t>(rng.u32());
@@ -415,6 +456,32 @@ TEST_CASE("random messages of every type round-trip", "[protocol]") {
         m->margin = static_cast<int16_t>(rng.u32());
         m->frame = rng.u32();
         break;
+      case 11:
+        m->type = MsgType::StateRequest;
+        m->transferId = 1 + rng.u32() % 0xFFFFFFFEu;
+        m->reason = rng.u32() % 2 ? kTransferRejoin : kTransferResync;
+        m->source = static_cast<uint8_t>(rng.u32());
+        m->episode = rng.u32();
+        m->frame = rng.u32();
+        break;
+      case 12: {
+        m->type = MsgType::StateChunk;
+        m->transferId = 1 + rng.u32() % 0xFFFFFFFEu;
+        m->total = 1 + rng.u32() % (1u << 24);
+        const uint32_t chunks = (m->total + kTransferChunkBytes - 1) / kTransferChunkBytes;
+        m->index = rng.u32() % chunks;
+        m->dataLen = static_cast<uint16_t>(std::min<uint64_t>(kTransferChunkBytes, m->total - static_cast<uint64_t>(m->index) * kTransferChunkBytes));
+        for (size_t i = 0; i < m->dataLen; ++i) chunkBytes[i] = static_cast<uint8_t>(rng.u32());
+        m->data = chunkBytes;
+        break;
+      }
+      case 13:
+        m->type = MsgType::StateAck;
+        m->transferId = 1 + rng.u32() % 0xFFFFFFFEu;
+        m->status = static_cast<uint8_t>(rng.u32() % 3);
+        m->index = rng.u32();
+        m->bitmap = rng.u32();
+        break;
     }
     INFO("iter " << iter);
     REQUIRE(validateForEncode(*m) == nullptr);
@@ -460,7 +527,7 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
   CHECK(errName(decode(nullptr, 0, *newMsg(MsgType::Keepalive))) == "EMPTY");
   CHECK(errName(dec(Bytes{})) == "EMPTY");
 
-  for (uint8_t t : {0x00, 0x08, 0x11, 0x16, 0x80, 0xFF}) {
+  for (uint8_t t : {0x00, 0x08, 0x11, 0x19, 0x80, 0xFF}) {
     INFO(int(t));
     CHECK(errName(dec(Bytes{t})) == "UNKNOWN_TYPE");
     CHECK(errName(dec(Bytes{t, 0, 0, 0, 0, 0, 0, 0, 0})) == "UNKNOWN_TYPE");
@@ -546,6 +613,35 @@ TEST_CASE("every decode error code from a crafted input", "[protocol]") {
     // QUALITY: a proposed input delay above 30 frames
     CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 31, 0x02, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
     CHECK(errName(dec(Bytes{0x15, 0, 0, 0, 0, 30, 0x02, 0, 0, 0, 0, 0, 0})) == "OK");
+    // STATE_REQUEST: transfer id 0, a reason other than rejoin/resync
+    CHECK(errName(dec(Bytes{0x16, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
+    CHECK(errName(dec(Bytes{0x16, 0, 0, 0, 1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
+    CHECK(errName(dec(Bytes{0x16, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0})) == "OK");
+    // STATE_ACK: transfer id 0, status 3
+    CHECK(errName(dec(Bytes{0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
+    CHECK(errName(dec(Bytes{0x18, 0, 0, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0, 0})) == "BAD_VALUE");
+    // STATE_CHUNK: transfer id 0, total 0
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 9})) == "BAD_VALUE");
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 9})) == "BAD_VALUE");
+  }
+  SECTION("STATE_CHUNK: counts and ranges") {
+    // n = 0 and n = 1025: BAD_COUNT (before the length is looked at)
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0})) == "BAD_COUNT");
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x04, 0x01})) == "BAD_COUNT");
+    // header only / short payload: TRUNCATED; one byte more: TRAILING_BYTES
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0})) == "TRUNCATED");
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 2, 9})) == "TRUNCATED");
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 2, 9, 9, 9})) == "TRAILING_BYTES");
+    // chunk 1 of a 2-byte transfer: BAD_RANGE; 3 bytes of a 2-byte transfer's chunk 0: BAD_COUNT
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 2, 9, 9})) == "BAD_RANGE");
+    CHECK(errName(dec(Bytes{0x17, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 3, 9, 9, 9})) == "BAD_COUNT");
+    // a full chunk of a longer transfer must be 1024 bytes
+    Bytes b = {0x17, 0, 0, 0, 1, 0, 0, 0x08, 0x00, 0, 0, 0, 0, 0x03, 0xFF};
+    b.resize(15 + 1023, 7);
+    CHECK(errName(dec(b)) == "BAD_COUNT");
+    b = {0x17, 0, 0, 0, 1, 0, 0, 0x08, 0x00, 0, 0, 0, 0, 0x04, 0x00};
+    b.resize(15 + 1024, 7);
+    CHECK(errName(dec(b)) == "OK");
   }
 }
 
@@ -676,6 +772,44 @@ TEST_CASE("encode refuses invalid messages and names the field", "[protocol]") {
     m->flags = kQualityProposal;
     m->delay = kMaxInputDelay + 1;
     check(*m, "delay");
+  }
+  {
+    auto m = newMsg(MsgType::StateRequest);
+    m->transferId = 0;
+    m->reason = kTransferRejoin;
+    check(*m, "transferId");
+    m->transferId = 1;
+    m->reason = 0;
+    check(*m, "reason");
+  }
+  {
+    static const uint8_t bytes[4] = {1, 2, 3, 4};
+    auto m = newMsg(MsgType::StateChunk);
+    m->transferId = 0;
+    m->total = 4;
+    m->dataLen = 4;
+    m->data = bytes;
+    check(*m, "transferId");
+    m->transferId = 9;
+    m->total = 0;
+    check(*m, "total");
+    m->total = 4;
+    m->index = 1;
+    check(*m, "index");
+    m->index = 0;
+    m->dataLen = 3;
+    check(*m, "count");
+    m->dataLen = 4;
+    m->data = nullptr;
+    check(*m, "count");
+  }
+  {
+    auto m = newMsg(MsgType::StateAck);
+    m->transferId = 0;
+    check(*m, "transferId");
+    m->transferId = 1;
+    m->status = 3;
+    check(*m, "status");
   }
   {
     auto m = newMsg(MsgType::Keepalive);

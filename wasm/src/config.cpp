@@ -80,7 +80,8 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
                        "hashInterval", "hashHistory", "canonicalize", "pingIntervalMs", "interruptMs",
                        "disconnectMs", "fallbackRecovery", "gameId", "playerIds", "maxEvents",
                        "maxPacketsPerPeerPerFrame", "maxEpisodeFrames", "relayHashes", "endTimeoutMs",
-                       "focusPolicy", "catchUp", "autoDelay", "readyTimeoutMs"},
+                       "focusPolicy", "catchUp", "autoDelay", "readyTimeoutMs", "rejoin", "maxTransferBytes",
+                       "transferChunksPerFrame", "desyncPolicy"},
                    "", err))
     return err;
   Reader r{j, ""};
@@ -253,6 +254,20 @@ std::string parseConfig(const char* text, size_t len, EngineConfig& c) {
       r.fail("catchUp", "must be a boolean or {enabled, threshold, withinMs}");
     }
   }
+  if (r.has("rejoin")) {
+    if (!j["rejoin"].is_boolean()) r.fail("rejoin", "must be a boolean");
+    else c.rejoin = j["rejoin"].get<bool>();
+  }
+  double maxTransfer = static_cast<double>(c.maxTransferBytes);
+  r.number("maxTransferBytes", maxTransfer, 64 * 1024, 256.0 * 1024 * 1024);
+  c.maxTransferBytes = static_cast<size_t>(maxTransfer);
+  r.integer("transferChunksPerFrame", c.transferChunksPerFrame, 1, 1024);
+  if (r.has("desyncPolicy")) {
+    const json& v = j["desyncPolicy"];
+    if (v == "report") c.desyncPolicy = DesyncPolicy::Report;
+    else if (v == "resync") c.desyncPolicy = DesyncPolicy::Resync;
+    else r.fail("desyncPolicy", "must be \"report\" or \"resync\"");
+  }
   if (!r.err.empty()) return r.err;
   if (c.playerIds.empty())
     for (int i = 0; i < c.numPlayers; ++i) c.playerIds.push_back(i);
@@ -303,6 +318,10 @@ nlohmann::json EngineConfig::toJson() const {
       {"readyTimeoutMs", readyTimeoutMs},
       {"focusPolicy", focusPolicy == FocusPolicy::Pause ? "pause" : "predict"},
       {"catchUp", {{"enabled", catchUp}, {"threshold", catchUpThreshold}, {"withinMs", catchUpWithinMs}}},
+      {"rejoin", rejoin},
+      {"maxTransferBytes", maxTransferBytes},
+      {"transferChunksPerFrame", transferChunksPerFrame},
+      {"desyncPolicy", desyncPolicy == DesyncPolicy::Resync ? "resync" : "report"},
   };
   return j;
 }

@@ -15,6 +15,9 @@ enum class SendPolicy : uint8_t { Dual = 0, P2PFirst = 1 };
 // maxPredictionFrames, then stall), or pause everyone until it is back (mug's
 // pause_on_partner_background).
 enum class FocusPolicy : uint8_t { Predict = 0, Pause = 1 };
+// After a desync: report it and go on diverged (the reference's behaviour), or agree on one
+// peer's state (the majority hash, then the lowest index) and load it by state transfer.
+enum class DesyncPolicy : uint8_t { Report = 0, Resync = 1 };
 
 constexpr int kMaxPlayers = 4;
 constexpr int kMaxBots = 8;
@@ -81,6 +84,13 @@ struct EngineConfig {
   bool catchUp = true;
   int catchUpThreshold = 2;
   double catchUpWithinMs = 1000;
+  // State transfer (state_transfer.hpp): a reloaded page starts with rejoin = true (it asks a
+  // live peer for the state instead of starting episode 0); the largest transfer accepted or
+  // sent; chunks sent per advance per transfer.
+  bool rejoin = false;
+  size_t maxTransferBytes = 8u << 20;
+  int transferChunksPerFrame = 32;
+  DesyncPolicy desyncPolicy = DesyncPolicy::Report;
 
   int numActors() const { return numPlayers + numBots; }
   int effectiveHashInterval() const { return hashInterval > 0 ? hashInterval : snapshotInterval; }

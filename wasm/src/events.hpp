@@ -33,7 +33,9 @@ namespace p2psync {
   X(Recovery, "recovery") X(Interrupted, "interrupted") X(Disconnected, "disconnected")                  \
   X(Reconnected, "reconnected") X(Nondeterminism, "nondeterminism") X(Error, "error") X(Focus, "focus")  \
   X(EpisodeEnd, "episodeEnd") X(Terminal, "terminal") X(EpisodeStart, "episodeStart")                     \
-  X(EndTimeout, "endTimeout") X(Pause, "pause") X(Resume, "resume") X(InputDelay, "inputDelay")
+  X(EndTimeout, "endTimeout") X(Pause, "pause") X(Resume, "resume") X(InputDelay, "inputDelay")            \
+  X(Rejoin, "rejoin") X(StateLoaded, "stateLoaded") X(Resync, "resync") X(TransferError, "transferError")   \
+  X(TransferSent, "transferSent") X(StateRequest, "stateRequest")
 
 #define P2PSYNC_EVENT_FIELDS(X)                                                                          \
   X(Frame, "frame") X(CurrentFrame, "currentFrame") X(RollbackFrames, "rollbackFrames")                  \
@@ -45,7 +47,9 @@ namespace p2psync {
   X(SilentMs, "silentMs") X(DownMs, "downMs") X(From, "from") X(FirstHash, "firstHash")                  \
   X(ReplayHash, "replayHash") X(EpisodeFrame, "episodeFrame") X(CheckDistance, "checkDistance")          \
   X(Focused, "focused") X(Bytes, "bytes") X(Truncated, "truncated") X(Peers, "peers")                    \
-  X(InputDelay, "inputDelay") X(StartFrame, "startFrame") X(Frames, "frames")
+  X(InputDelay, "inputDelay") X(StartFrame, "startFrame") X(Frames, "frames")                           \
+  X(LastInputFrame, "lastInputFrame") X(AttachmentBytes, "attachmentBytes") X(Chunks, "chunks")          \
+  X(Resent, "resent") X(Hashes, "hashes")
 
 #define P2PSYNC_ENUM_ENTRY(name, text) name,
 enum class EventType : uint8_t { P2PSYNC_EVENT_TYPES(P2PSYNC_ENUM_ENTRY) Count_ };

@@ -52,6 +52,12 @@ bool Health::pingDue(double nowMs, double intervalMs) {
   if (anyPing_ && nowMs - lastPingMs_ < intervalMs) return false;
   PingSlot& s = pings_[static_cast<size_t>(pingHead_)];
   s.used = true;
+  s.stale = false;
+  s.silentMask = 0;
+  // a peer that is silent now answers (if ever) only when it is back: the round trip would
+  // measure its silence
+  for (int i = 0; i < static_cast<int>(peers_.size()); ++i)
+    if (i != local_ && peers_[static_cast<size_t>(i)].live != Liveness::Alive) s.silentMask |= 1u << i;
   s.ts = nowMs;
   s.answered = 0;
   pingHead_ = (pingHead_ + 1) % kPingSlots;
@@ -106,6 +112,10 @@ RxResult Health::onPong(int peerIdx, double ts, double nowMs) {
     return RxResult::UnsolicitedPong;
   }
   match->answered |= bit;
+  if (match->stale || (match->silentMask & bit) || p->live != Liveness::Alive) {
+    ++p->stale;  // the round trip spans a frozen page: no sample
+    return RxResult::Ok;
+  }
   double sample = nowMs - ts;
   if (!std::isfinite(sample) || sample < 0) sample = 0;  // caller clock error: never poison stats
   p->win[static_cast<size_t>(p->winHead)] = sample;
@@ -172,6 +182,19 @@ void Health::onChannelOpen(int peerIdx, double /*nowMs*/) {
   Peer* p = peer(peerIdx);
   if (!p) return;
   p->channelOpen = true;
+}
+
+void Health::resetPeer(int peerIdx, double nowMs) {
+  Peer* p = peer(peerIdx);
+  if (!p) return;
+  p->inFallback = false;
+  p->fallbackReason = nullptr;
+  p->healthy = false;
+  p->live = Liveness::Alive;
+  p->lastHeardMs = nowMs;
+  p->winCount = 0;
+  p->winHead = 0;
+  p->haveHeader = false;
 }
 
 void Health::onChannelClosed(int peerIdx, double nowMs, Frame frame, EventQueue* events) {
@@ -247,6 +270,10 @@ void Health::update(double nowMs, Frame frame, EventQueue& events) {
       p.live = Liveness::Interrupted;
       ++p.interruptions;
       p.healthy = false;
+      // the pings it has not answered went out while it went silent (its page may be frozen):
+      // their round trips will measure that
+      for (PingSlot& s : pings_)
+        if (s.used && !(s.answered & (1u << i))) s.silentMask |= 1u << i;
       events.push(Event(EventType::Interrupted).num(Field::kPeer, i).num(Field::kTimeMs, nowMs).num(Field::kSilentMs, silent));
     }
     if (p.live != Liveness::Disconnected && silent >= cfg_.disconnectMs) {
@@ -313,6 +340,16 @@ bool Health::anyFallback() const {
     if (i != local_ && peers_[static_cast<size_t>(i)].inFallback) return true;
   return false;
 }
+void Health::discardPingsSentBefore(double t) {
+  for (PingSlot& s : pings_)
+    if (s.used && s.ts < t) s.stale = true;
+}
+
+uint64_t Health::stalePongs(int peerIdx) const {
+  const Peer* p = peer(peerIdx);
+  return p ? p->stale : 0;
+}
+
 uint64_t Health::unsolicitedPongs(int peerIdx) const {
   const Peer* p = peer(peerIdx);
   return p ? p->unsolicited : 0;
@@ -328,6 +365,11 @@ uint64_t Health::gapCount(int peerIdx) const {
 uint64_t Health::sampleCount(int peerIdx) const {
   const Peer* p = peer(peerIdx);
   return p ? p->samples : 0;
+}
+
+double Health::lastHeardMs(int peerIdx) const {
+  const Peer* p = peer(peerIdx);
+  return p ? p->lastHeardMs : std::numeric_limits<double>::quiet_NaN();
 }
 
 // -------------------------------------------------------------------------------- JSON
@@ -375,6 +417,7 @@ nlohmann::json Health::peerJson(int i) const {
   j["packetsReceived"] = p.packets;
   j["gapCount"] = p.gaps;
   j["unsolicitedPongs"] = p.unsolicited;
+  j["stalePongs"] = p.stale;
   j["duplicatePongs"] = p.duplicate;
   j["liveness"] = livenessName(p.live);
   j["interruptions"] = p.interruptions;

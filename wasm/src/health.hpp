@@ -111,6 +111,9 @@ class Health {
 
   // ---- channel state
   void onChannelOpen(int peer, double nowMs);
+  // The peer's page reloaded and rejoined: a new connection. Its fallback and liveness state start
+  // over (the session-level fallback flag and the counters stay); RTT samples restart.
+  void resetPeer(int peer, double nowMs);
   void onChannelClosed(int peer, double nowMs, Frame frame, EventQueue* events = nullptr);
   void onConnectionFailed(int peer, double nowMs, Frame frame, EventQueue* events = nullptr);
 
@@ -128,9 +131,17 @@ class Health {
   bool p2pUsable(int peer) const;
   bool anyFallback() const;
   uint64_t unsolicitedPongs(int peer) const;
+  // A round trip that spans a frozen page (this one, or the peer's) measures the freeze, not the
+  // link: this page stopped running at `t` and is back — the pings sent before `t` give no sample.
+  // (A pong from a peer that went silent — interrupted or disconnected — gives none either: its
+  // page may have been frozen.) Counted as stalePongs.
+  void discardPingsSentBefore(double t);
+  uint64_t stalePongs(int peer) const;
   uint64_t duplicatePongs(int peer) const;
   uint64_t gapCount(int peer) const;
   uint64_t sampleCount(int peer) const;
+  // When the last packet from `peer` arrived (or its silence clock started); NaN for a non-peer.
+  double lastHeardMs(int peer) const;
 
   // Session-level fallback flags (for Metrics::p2pMetricsJson).
   bool fallbackTriggered() const { return triggered_; }
@@ -152,7 +163,7 @@ class Health {
     int winHead = 0;                           // next write position
     uint64_t samples = 0;
     double lastSampleMs = 0;
-    uint64_t unsolicited = 0, duplicate = 0;
+    uint64_t unsolicited = 0, duplicate = 0, stale = 0;
     // packets
     uint64_t packets = 0, gaps = 0;
     bool haveHeader = false;
@@ -174,6 +185,8 @@ class Health {
   };
   struct PingSlot {
     bool used = false;
+    bool stale = false;     // sent before this page stopped running: its round trip would include that
+    uint32_t silentMask = 0;  // peers that went silent (interrupted) before answering it
     double ts = 0;
     uint32_t answered = 0;  // bit per peer
   };

@@ -103,7 +103,10 @@ std::string layoutJson() {
                            {"INPUT_REQUEST", MsgType::InputRequest},
                            {"INPUT_RESPONSE", MsgType::InputResponse},
                            {"FOCUS_STATE", MsgType::FocusState},
-                           {"QUALITY", MsgType::Quality}};
+                           {"QUALITY", MsgType::Quality},
+                           {"STATE_REQUEST", MsgType::StateRequest},
+                           {"STATE_CHUNK", MsgType::StateChunk},
+                           {"STATE_ACK", MsgType::StateAck}};
   j["limits"] = json{{"maxPlayers", kMaxPlayers},
                      {"maxBots", kMaxBots},
                      {"maxActors", kMaxActors},
@@ -111,7 +114,8 @@ std::string layoutJson() {
                      {"maxInputsPerPacket", kMaxInputsPerPacket},
                      {"maxResponseInputs", kMaxResponseInputs},
                      {"maxPacketBytes", kMaxPacketBytes},
-                     {"maxInputDelay", kMaxInputDelay}};
+                     {"maxInputDelay", kMaxInputDelay},
+                     {"transferChunkBytes", kTransferChunkBytes}};
   return j.dump();
 }
 

@@ -28,7 +28,7 @@
 
 namespace p2psync {
 
-#define P2PSYNC_STATUSES(X) X(Run, "RUN") X(Stall, "STALL") X(Wait, "WAIT") X(Ended, "ENDED") X(Starting, "STARTING")
+#define P2PSYNC_STATUSES(X) X(Run, "RUN") X(Stall, "STALL") X(Wait, "WAIT") X(Ended, "ENDED") X(Starting, "STARTING") X(Joining, "JOINING")
 #define P2PSYNC_ENUM_ENTRY(name, text) name,
 enum class Status : int32_t { P2PSYNC_STATUSES(P2PSYNC_ENUM_ENTRY) Count_ };
 #undef P2PSYNC_ENUM_ENTRY

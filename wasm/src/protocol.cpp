@@ -20,6 +20,12 @@
 //                 FOCUS_STATE   : focused not 0/1 -> BAD_VALUE;
 //                 QUALITY       : flags outside kQualityMargin|kQualityProposal -> BAD_FLAGS;
 //                                 delay > 30 -> BAD_VALUE.
+//                 STATE_REQUEST : transferId 0 or reason not 1/2 -> BAD_VALUE.
+//                 STATE_ACK     : transferId 0 or status > 2 -> BAD_VALUE.
+//   STATE_CHUNK : len < 15 (header) -> TRUNCATED; n not in 1..1024 -> BAD_COUNT; len < 15+n ->
+//               TRUNCATED; len > 15+n -> TRAILING_BYTES; transferId 0 or total 0 -> BAD_VALUE;
+//               index * 1024 >= total -> BAD_RANGE; n != the chunk's length
+//               (min(1024, total - index*1024)) -> BAD_COUNT.
 //
 // The codec is canonical: every byte string that decodes OK re-encodes to exactly the same bytes.
 //
@@ -33,8 +39,13 @@
 //   INPUT_REQUEST: start > end or more than 256 frames -> "range";
 //   FOCUS_STATE: focused not 0/1 -> "focused".
 //   QUALITY: flags outside 0..3 -> "flags"; delay > 30 -> "delay".
+//   STATE_REQUEST: transferId 0 -> "transferId"; reason not 1/2 -> "reason".
+//   STATE_CHUNK: transferId 0 -> "transferId"; total 0 -> "total"; index out of range -> "index";
+//          n not the chunk's length, or no data -> "count".
+//   STATE_ACK: transferId 0 -> "transferId"; status > 2 -> "status".
 #include "protocol.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -102,6 +113,10 @@ size_t fixedSize(uint8_t type) {
       return 6;
     case MsgType::Quality:
       return 13;
+    case MsgType::StateRequest:
+      return 15;
+    case MsgType::StateAck:
+      return 14;
     default:
       return 0;
   }
@@ -120,6 +135,9 @@ bool knownType(uint8_t t) {
     case MsgType::InputResponse:
     case MsgType::FocusState:
     case MsgType::Quality:
+    case MsgType::StateRequest:
+    case MsgType::StateChunk:
+    case MsgType::StateAck:
       return true;
   }
   return false;
@@ -135,6 +153,13 @@ bool readEntries(const uint8_t* p, size_t n, FrameAction* out) {
     if (i > 0 && out[i].frame <= out[i - 1].frame) ascending = false;
   }
   return ascending;
+}
+
+// The length of chunk `index` of a `total`-byte transfer (0 when the index is out of range).
+size_t chunkLength(uint32_t total, uint32_t index) {
+  const uint64_t off = static_cast<uint64_t>(index) * kTransferChunkBytes;
+  if (total == 0 || off >= total) return 0;
+  return static_cast<size_t>(std::min<uint64_t>(kTransferChunkBytes, total - off));
 }
 
 bool entriesAscending(const FrameAction* in, size_t n) {
@@ -204,6 +229,24 @@ DecodeError decode(const uint8_t* data, size_t len, Message& out) {
     return DecodeError::Ok;
   }
 
+  if (type == MsgType::StateChunk) {
+    if (len < 15) return DecodeError::Truncated;
+    const size_t n = rd16(data + 13);
+    if (n < 1 || n > kTransferChunkBytes) return DecodeError::BadCount;
+    if (len < 15 + n) return DecodeError::Truncated;
+    if (len > 15 + n) return DecodeError::TrailingBytes;
+    out.transferId = rd32(data + 1);
+    out.total = rd32(data + 5);
+    out.index = rd32(data + 9);
+    out.dataLen = static_cast<uint16_t>(n);
+    out.data = data + 15;
+    if (out.transferId == 0 || out.total == 0) return DecodeError::BadValue;
+    const size_t expect = chunkLength(out.total, out.index);
+    if (expect == 0) return DecodeError::BadRange;
+    if (n != expect) return DecodeError::BadCount;
+    return DecodeError::Ok;
+  }
+
   const size_t size = fixedSize(t);
   if (len < size) return DecodeError::Truncated;
   if (len > size) return DecodeError::TrailingBytes;
@@ -247,6 +290,21 @@ DecodeError decode(const uint8_t* data, size_t len, Message& out) {
       if ((out.flags & ~(kQualityMargin | kQualityProposal)) != 0) return DecodeError::BadFlags;
       if (out.delay > kMaxInputDelay) return DecodeError::BadValue;
       break;
+    case MsgType::StateRequest:
+      out.transferId = rd32(p);
+      out.reason = p[4];
+      out.source = p[5];
+      out.episode = rd32(p + 6);
+      out.frame = rd32(p + 10);
+      if (out.transferId == 0 || (out.reason != kTransferRejoin && out.reason != kTransferResync)) return DecodeError::BadValue;
+      break;
+    case MsgType::StateAck:
+      out.transferId = rd32(p);
+      out.status = p[4];
+      out.index = rd32(p + 5);
+      out.bitmap = rd32(p + 9);
+      if (out.transferId == 0 || out.status > kAckRejected) return DecodeError::BadValue;
+      break;
     default:
       return DecodeError::UnknownType;  // unreachable: variable-size types handled above
   }
@@ -278,6 +336,18 @@ const char* validateForEncode(const Message& m) {
     case MsgType::Quality:
       if ((m.flags & ~(kQualityMargin | kQualityProposal)) != 0) return "flags";
       return m.delay <= kMaxInputDelay ? nullptr : "delay";
+    case MsgType::StateRequest:
+      if (m.transferId == 0) return "transferId";
+      return m.reason == kTransferRejoin || m.reason == kTransferResync ? nullptr : "reason";
+    case MsgType::StateChunk:
+      if (m.transferId == 0) return "transferId";
+      if (m.total == 0) return "total";
+      if (chunkLength(m.total, m.index) == 0) return "index";
+      if (m.data == nullptr || m.dataLen != chunkLength(m.total, m.index)) return "count";
+      return nullptr;
+    case MsgType::StateAck:
+      if (m.transferId == 0) return "transferId";
+      return m.status <= kAckRejected ? nullptr : "status";
     default:
       return nullptr;
   }
@@ -288,6 +358,7 @@ size_t encodedSize(const Message& m) {
   switch (m.type) {
     case MsgType::Input: return 9 + 5 * static_cast<size_t>(m.count);
     case MsgType::InputResponse: return 5 + 5 * static_cast<size_t>(m.count);
+    case MsgType::StateChunk: return 15 + static_cast<size_t>(m.dataLen);
     default: return fixedSize(static_cast<uint8_t>(m.type));
   }
 }
@@ -350,6 +421,26 @@ size_t encode(const Message& m, uint8_t* out, size_t cap) {
       p[5] = m.flags;
       wr16(p + 6, static_cast<uint16_t>(m.margin));
       wr32(p + 8, m.frame);
+      break;
+    case MsgType::StateRequest:
+      wr32(p, m.transferId);
+      p[4] = m.reason;
+      p[5] = m.source;
+      wr32(p + 6, m.episode);
+      wr32(p + 10, m.frame);
+      break;
+    case MsgType::StateChunk:
+      wr32(p, m.transferId);
+      wr32(p + 4, m.total);
+      wr32(p + 8, m.index);
+      wr16(p + 12, m.dataLen);
+      std::memcpy(p + 14, m.data, m.dataLen);
+      break;
+    case MsgType::StateAck:
+      wr32(p, m.transferId);
+      p[4] = m.status;
+      wr32(p + 5, m.index);
+      wr32(p + 9, m.bitmap);
       break;
   }
   return size;

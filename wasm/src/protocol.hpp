@@ -25,7 +25,24 @@ enum class MsgType : uint8_t {
   //   sender on average (valid with kQualityMargin); proposedDelay: the sender's input-delay
   //   proposal for `episode`; frame: the sender's next frame.
   Quality = 0x15,
+  // p2psync's own: state transfer (rejoin after a reload, desync recovery; state_transfer.hpp).
+  //   STATE_REQUEST u32 transferId (!= 0), u8 reason (1 rejoin, 2 resync), u8 source (the player
+  //                 asked to send its state), u32 episode, u32 frame (resync: the desync's
+  //                 episode-relative hash frame; else 0) — 15 bytes
+  //   STATE_CHUNK   u32 transferId, u32 total (bytes of the whole transfer, >= 1), u32 index
+  //                 (chunk number: bytes index*1024 ..), u16 n (1..1024: exactly the chunk's
+  //                 length), n bytes — 15 + n
+  //   STATE_ACK     u32 transferId, u8 status (0 receiving, 1 complete, 2 rejected),
+  //                 u32 firstMissing (chunk index), u32 bitmap (bit i: chunk firstMissing+1+i
+  //                 received) — 14 bytes
+  StateRequest = 0x16,
+  StateChunk = 0x17,
+  StateAck = 0x18,
 };
+constexpr uint8_t kTransferRejoin = 1;
+constexpr uint8_t kTransferResync = 2;
+constexpr uint8_t kAckReceiving = 0, kAckComplete = 1, kAckRejected = 2;
+constexpr size_t kTransferChunkBytes = 1024;
 constexpr uint8_t kQualityMargin = 1;    // the margin field is valid
 constexpr uint8_t kQualityProposal = 2;  // the delay field is the sender's proposal for `episode`
 
@@ -75,6 +92,15 @@ struct Message {
   uint8_t focused = 0;        // FOCUS_STATE
   uint8_t delay = 0;          // QUALITY: proposed input delay (0..30)
   int16_t margin = 0;         // QUALITY: mean input margin, 1/16 frame units
+  uint32_t transferId = 0;    // STATE_REQUEST, STATE_CHUNK, STATE_ACK
+  uint32_t total = 0;         // STATE_CHUNK: bytes of the whole transfer
+  uint32_t index = 0;         // STATE_CHUNK: chunk number; STATE_ACK: the first missing chunk
+  uint32_t bitmap = 0;        // STATE_ACK: chunks index+1 .. index+32 received
+  uint8_t reason = 0;         // STATE_REQUEST: kTransferRejoin / kTransferResync
+  uint8_t source = 0;         // STATE_REQUEST: the player asked for its state
+  uint8_t status = 0;         // STATE_ACK: kAck*
+  const uint8_t* data = nullptr;  // STATE_CHUNK: the chunk's bytes (decode: points into the input)
+  uint16_t dataLen = 0;       // STATE_CHUNK: 1..kTransferChunkBytes
   uint16_t count = 0;         // number of valid entries in `inputs`
   FrameAction inputs[kMaxResponseInputs];  // INPUT (<=15) or INPUT_RESPONSE (<=256), oldest first
 };

@@ -23,6 +23,10 @@ enum class RxResult : uint8_t {
   Unverifiable,      // STATE_HASH older than the hash history
   Flood,             // per-peer packet budget for this frame exceeded
   BadRelayJson,      // relay payload malformed, oversized or of the wrong shape
+  // state transfer (state_transfer.hpp)
+  TransferUnexpected,  // a STATE_CHUNK / STATE_ACK / STATE_REQUEST this peer did not ask for or refuses
+  TransferTooLarge,    // a transfer larger than config maxTransferBytes
+  TransferCorrupt,     // a chunk that contradicts one received, or an assembled transfer that fails its checks
   Count_
 };
 
@@ -53,6 +57,9 @@ inline const char* rxResultName(RxResult r) {
     case RxResult::Unverifiable: return "UNVERIFIABLE";
     case RxResult::Flood: return "FLOOD";
     case RxResult::BadRelayJson: return "BAD_RELAY_JSON";
+    case RxResult::TransferUnexpected: return "TRANSFER_UNEXPECTED";
+    case RxResult::TransferTooLarge: return "TRANSFER_TOO_LARGE";
+    case RxResult::TransferCorrupt: return "TRANSFER_CORRUPT";
     case RxResult::Count_: break;
   }
   return "UNKNOWN";

@@ -57,6 +57,7 @@ void StateSync::resetEpisodeState() {
   scanFrom_ = 0;
   running_ = ActionCounts{};
   fedNext_ = 0;
+  countsPartial_ = false;
   verifiedFrame_ = 0;
   localEnded_ = false;
   localEndFrame_ = 0;
@@ -114,7 +115,7 @@ bool StateSync::onConfirmedActions(uint32_t frame, const uint8_t* actions, size_
   if (f != 0 && isHashFrame(f)) {
     if (LocalSlot* s = claimLocal(f)) {
       s->counts = running_;
-      s->countsKnown = true;
+      s->countsKnown = !countsPartial_;
     }
   }
   return true;
@@ -123,7 +124,8 @@ bool StateSync::onConfirmedActions(uint32_t frame, const uint8_t* actions, size_
 // ------------------------------------------------------------------ remote hashes
 
 RxResult StateSync::onRemoteHash(int peer, uint32_t frame, uint64_t hash, const ActionCounts* remoteCounts,
-                                 uint32_t currentFrame, uint32_t windowFrames, double /*nowMs*/) {
+                                 uint32_t currentFrame, uint32_t windowFrames, double nowMs) {
+  nowMs_ = nowMs;
   if (!validPeer(peer)) return RxResult::UnknownPlayer;
   if (!isHashFrame(frame)) return RxResult::BadValue;
   if (static_cast<uint64_t>(frame) > static_cast<uint64_t>(currentFrame) + windowFrames) {
@@ -230,7 +232,7 @@ void StateSync::compare(int peer, RemoteSlot& r, LocalSlot& l, uint32_t currentF
     ev.num(Field::kFrame, l.frame).hex(Field::kLocalHash, l.hash).hex(Field::kRemoteHash, r.hash).num(Field::kPeer, peer);
     if (r.hasCounts && l.countsKnown) ev.json(Field::kActionCountDiff, l.counts.diff(r.counts));
     else ev.null(Field::kActionCountDiff);
-    ev.num(Field::kDetectedAtFrame, currentFrame).num(Field::kEpisode, episode_);
+    ev.num(Field::kDetectedAtFrame, currentFrame).num(Field::kEpisode, episode_).num(Field::kTimeMs, nowMs_);
     recordDesync(ev, events, &r.desyncIndex);
   }
   // Counts are only needed for this comparison: release them (bounded memory).
@@ -246,6 +248,7 @@ bool StateSync::sendBinary(Outbox& out, bool p2pUsable, int to, const uint8_t* b
 
 void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUsable, double nowMs, Outbox& out,
                        EventQueue& events) {
+  nowMs_ = nowMs;
   const uint32_t lo = oldestKept();
 
   // 1. Pending remote hashes that fell out of the history can never be verified.
@@ -327,7 +330,8 @@ void StateSync::update(int64_t confirmedFrame, uint32_t currentFrame, bool p2pUs
             .null(Field::kActionCountDiff)
             .num(Field::kDetectedAtFrame, currentFrame)
             .num(Field::kEpisode, episode_)
-            .text(Field::kSource, "ready");
+            .text(Field::kSource, "ready")
+            .num(Field::kTimeMs, nowMs);
         recordDesync(ev, events, nullptr);
       }
     }
@@ -440,6 +444,47 @@ void StateSync::beginEpisode(uint32_t episode, uint64_t initialDigest, double /*
     }
     ps.earlyReady = false;
   }
+}
+
+void StateSync::joinEpisode(uint32_t episode, uint32_t firstFrame) {
+  prevEndValid_ = false;
+  resetEpisodeState();
+  begun_ = true;
+  episode_ = episode;
+  localDigest_ = 0;
+  fedNext_ = firstFrame;
+  countsPartial_ = firstFrame > 0;
+  for (PeerState& ps : peers_) {
+    ps = PeerState{};
+    ps.readyIn = ps.readyChecked = true;
+    ps.readySentOnce = true;
+  }
+}
+
+bool StateSync::hashesAt(uint32_t frame, uint64_t* out) const {
+  if (!isHashFrame(frame)) return false;
+  const LocalSlot& l = local_[slotIndex(frame)];
+  if (l.frame != frame || !l.hasHash || !l.valid) return false;
+  out[cfg_.localPlayer] = l.hash;
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (!validPeer(p)) continue;
+    const RemoteSlot& r = remote_[static_cast<size_t>(p) * cfg_.hashHistory + slotIndex(frame)];
+    if (r.frame != frame) return false;
+    out[p] = r.hash;
+  }
+  return true;
+}
+
+uint32_t StateSync::earliestDesyncFrom(uint32_t from) const {
+  uint32_t best = 0;
+  for (int p = 0; p < cfg_.numPlayers; ++p) {
+    if (!validPeer(p)) continue;
+    for (uint32_t k = 0; k < cfg_.hashHistory; ++k) {
+      const RemoteSlot& r = remote_[static_cast<size_t>(p) * cfg_.hashHistory + k];
+      if (r.frame >= from && r.frame != 0 && r.desyncReported && (best == 0 || r.frame < best)) best = r.frame;
+    }
+  }
+  return best;
 }
 
 void StateSync::localEpisodeEnd(uint32_t terminalFrame, double /*nowMs*/) {

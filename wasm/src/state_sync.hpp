@@ -134,6 +134,15 @@ class StateSync {
   // the per-episode hash state, END state and verifiedFrame (session counters and the desync
   // list are kept), sends READY, and applies READYs that arrived early for this episode.
   void beginEpisode(uint32_t episode, uint64_t initialDigest, double nowMs);
+  // A peer that joins episode `episode` in the middle (a rejoin by state transfer, at episode
+  // frame `firstFrame`): begun, every peer's READY taken as in (the peers had this peer's READY
+  // before it reloaded), no READY sent; confirmed actions are fed from firstFrame on, so the
+  // action counts of its hashes are unknown (not sent) this episode.
+  void joinEpisode(uint32_t episode, uint32_t firstFrame);
+  // Every player's hash of hash frame `frame` (local at out[localPlayer]); false while one is missing.
+  bool hashesAt(uint32_t frame, uint64_t* out) const;
+  // The earliest hash frame >= `from` some peer's hash was reported to differ at, or 0 when none.
+  uint32_t earliestDesyncFrom(uint32_t from) const;
   // The local env terminated at `terminalFrame`: END is sent by update() until every peer's
   // END arrived. Later calls in the same episode are ignored.
   void localEpisodeEnd(uint32_t terminalFrame, double nowMs);
@@ -256,6 +265,8 @@ class StateSync {
   uint32_t scanFrom_ = 0;           // update() has nothing left to do for hash frames below this
   ActionCounts running_;            // counts over frames 0..fedNext_-1
   uint32_t fedNext_ = 0;
+  bool countsPartial_ = false;      // joined mid-episode: running_ lacks the frames before
+  double nowMs_ = 0;                // the time of the call in progress (for the events)
   uint32_t verifiedFrame_ = 0;
   PeerState peers_[kMaxPlayers];
 

@@ -44,34 +44,6 @@ StateSyncConfig stateSyncConfig(const EngineConfig& c) {
 double num(Frame f) { return static_cast<double>(f); }
 }  // namespace
 
-// Every public entry point runs inside a Call: it empties the event arena once the reader has
-// read all of it (the kEventRead word), and publishes the arena's size when it returns.
-class SyncEngine::Call {
- public:
-  explicit Call(SyncEngine& e) : e_(e) {
-    int32_t* H = e_.header();
-    if (static_cast<size_t>(H[plan::kEventRead]) >= e_.events_.size()) {
-      e_.events_.clear();
-      H[plan::kEventRead] = 0;
-    }
-    if (static_cast<size_t>(H[plan::kRowRead]) >= e_.rows_.size()) {
-      e_.rows_.clear();
-      H[plan::kRowRead] = 0;
-    }
-  }
-  ~Call() {
-    int32_t* H = e_.header();
-    H[plan::kEventBytes] = static_cast<int32_t>(e_.events_.size());
-    H[plan::kEventCount] = static_cast<int32_t>(e_.events_.count());
-    H[plan::kRowBytes] = static_cast<int32_t>(e_.rows_.size());
-    H[plan::kRowCount] = static_cast<int32_t>(e_.rows_.count());
-  }
-  Call(const Call&) = delete;
-  Call& operator=(const Call&) = delete;
-
- private:
-  SyncEngine& e_;
-};
 
 std::unique_ptr<SyncEngine> SyncEngine::create(const char* configJson, size_t len, std::string& error) {
   EngineConfig cfg;
@@ -111,7 +83,14 @@ SyncEngine::SyncEngine(const EngineConfig& cfg)
       lastRequestMs_(static_cast<size_t>(cfg.numPlayers), -1e18),
       budget_(static_cast<size_t>(cfg.numPlayers), 0),
       oneWay_(static_cast<size_t>(cfg.numPlayers), 0.0),
-      lastHeader_(static_cast<size_t>(cfg.numPlayers), kNoFrame) {
+      lastHeader_(static_cast<size_t>(cfg.numPlayers), kNoFrame),
+      joining_(cfg.rejoin),
+      pendingServe_(static_cast<size_t>(cfg.numPlayers)),
+      touts_(static_cast<size_t>(cfg.numPlayers)),
+      lastBuildMs_(static_cast<size_t>(cfg.numPlayers), -1e18),
+      rejoinSeen_(static_cast<size_t>(cfg.numPlayers), 0),
+      lastInputMs_(static_cast<size_t>(cfg.numPlayers), -1),
+      remoteFocusFrame_(static_cast<size_t>(cfg.numPlayers), kNoFrame) {
   header()[plan::kRowSize] = static_cast<int32_t>(rows_.rowBytes());
   resetEpisode(-1);
 }
@@ -199,6 +178,18 @@ void SyncEngine::feedConfirmedActions() {
 Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmount) {
   Call call(*this);
   beginAdvance(nowMs);
+  if (joining_) {  // a reloaded page: nothing to plan until a peer's state is loaded
+    pumpTransfers(nowMs);
+    if (health_.pingDue(nowMs, std::min(100.0, cfg_.pingIntervalMs))) {
+      Message m;
+      m.type = MsgType::Ping;
+      m.timestamp = nowMs;
+      for (int p = 0; p < cfg_.numPlayers; ++p)
+        if (p != local_ && health_.channelOpen(p)) emitPacket(out_, Path::P2P, p, m);
+    }
+    finishPlan(Status::Joining);
+    return Status::Joining;
+  }
   planRollback(nowMs);
   recomputeConfirmed();
   const Status status = decideStatus(nowMs);
@@ -207,14 +198,22 @@ Status SyncEngine::advance(double nowMs, uint8_t localAction, double bufferedAmo
   requestGaps(nowMs);
   sendPings(nowMs);
   syncState(nowMs);
+  pumpTransfers(nowMs);
   emitRows();
   finishPlan(status);
   return status;
 }
 
+void SyncEngine::noteLocalGap(double nowMs) {
+  // This page did not run for a while (a frozen or throttled tab): the pings it sent before give
+  // round trips that measure that, not the link (they would push it into a fallback for good).
+  if (started_ && nowMs - lastNowMs_ > cfg_.interruptMs) health_.discardPingsSentBefore(lastNowMs_ + 1e-3);
+}
+
 void SyncEngine::beginAdvance(double nowMs) {
   out_.clear();
   writer_.clear();
+  noteLocalGap(nowMs);
   lastNowMs_ = nowMs;
   int32_t* H = header();
   H[plan::kRollbackTarget] = -1;
@@ -234,6 +233,30 @@ void SyncEngine::beginAdvance(double nowMs) {
 // The earliest misprediction (or sync-test's forced rollback): Load S, then Save?/Advance for
 // every frame S .. the newest simulated one, replayed with the best inputs known now.
 void SyncEngine::planRollback(double nowMs) {
+  if (loadPending_ != kNoFrame) {
+    // A transferred state (rejoin, resync): Load it, replay up to the newest frame planned before.
+    const Frame S = loadPending_;
+    loadPending_ = kNoFrame;
+    const Frame last = std::min(cur_ - 1, lastPlannableFrame());
+    writer_.add(RequestKind::Load, 0, 0, S, S - episodeStart_, nullptr, 0);
+    for (Frame f = S; f <= last; ++f) {
+      FrameRecord& r = record(f);
+      std::array<uint8_t, kMaxActors> recorded = r.actions;
+      fillActions(f, r, recorded.data() + cfg_.numPlayers);
+      if (f > S && isSnapshotFrame(f)) writer_.add(RequestKind::Save, 0, 0, f, f - episodeStart_, nullptr, 0);
+      writer_.add(RequestKind::Advance, kRequestReplay, r.predictedMask, f, f - episodeStart_, r.actions.data(), numActors_);
+    }
+    int32_t* H = header();
+    H[plan::kRollbackTarget] = static_cast<int32_t>(S);
+    H[plan::kLoadFrame] = static_cast<int32_t>(S);
+    H[plan::kReplayCount] = static_cast<int32_t>(std::max<Frame>(0, last - S + 1));
+    nextReport_ = last >= S ? S : kNoFrame;
+    planLast_ = last >= S ? last : kNoFrame;
+    simulated_ = S - 1;
+    if (last < S) cur_ = S;
+    else cur_ = last + 1;
+    return;
+  }
   Frame target = pendingRollback_;
   const Frame last = std::min(cur_ - 1, lastPlannableFrame());
   // Sync-test re-simulates the newest frames as the timeline advances; once the episode's last
@@ -366,15 +389,23 @@ void SyncEngine::planFrames(double nowMs, uint8_t localAction) {
   InputBuffer& mine = inputs(local_);
   for (int k = 0; k < n; ++k) {
     const Frame target = cur_ + cfg_.inputDelay;
+    // After a rejoin: frames whose own input the peers may still have from before the reload are
+    // not chosen anew until their copies are in (holdOwnInputs_).
+    if (holdOwnInputs_ && (!mine.known(cur_) || !mine.known(target))) break;
+    double lag;
+    // A rejoiner's frames between the last input the peers had and this one: chosen now.
+    if (!mine.known(cur_)) mine.insert(cur_, localAction, Path::P2P, nowMs, windowLo(), lag, true);
     if (!mine.known(target)) {
-      double lag;
       // Not focused: the page is hidden, or these are the frames it missed while hidden (its
       // catch-up after coming back): the participant did not choose them live.
       mine.insert(target, localAction, Path::P2P, nowMs, windowLo(), lag, !localFocused_ || returning_);
     }
     FrameRecord& r = record(cur_);
     const bool fresh = r.frame != cur_;
-    fillActions(cur_, r, botInput());
+    // Frames a transfer carried the bots' actions of (a rejoin): the actions the others ran.
+    const size_t bi = static_cast<size_t>(cur_ - transferBotsFrom_) * static_cast<size_t>(cfg_.numBots);
+    const bool transferred = cfg_.numBots > 0 && cur_ >= transferBotsFrom_ && bi < transferBots_.size();
+    fillActions(cur_, r, transferred ? transferBots_.data() + bi : botInput());
     if (fresh) {
       r.firstPredictedMask = r.predictedMask;
       r.firstMs = nowMs;
@@ -539,9 +570,12 @@ void SyncEngine::setFocus(bool focused, double nowMs) {
     localFocused_ = focused;
     focusAnnounced_ = true;
     returning_ = focused;
-    // The first local input chosen in the new state: the next one advance() inserts.
+    // The first local input chosen in the new state: the next one advance() inserts (and always
+    // after the previous change's: the peers order the changes by it).
+    const Frame previous = focusAnnounced_ ? localFocusFrame_ : kNoFrame;
     localFocusFrame_ = cur_ + cfg_.inputDelay;
     while (inputs(local_).known(localFocusFrame_)) ++localFocusFrame_;
+    if (previous != kNoFrame && localFocusFrame_ <= previous) localFocusFrame_ = previous + 1;
     events_.push(Event(EventType::Focus)
                      .num(Field::kPeer, local_)
                      .flag(Field::kFocused, focused)
@@ -570,6 +604,10 @@ void SyncEngine::setFocus(bool focused, double nowMs) {
 void SyncEngine::onRemoteFocus(int peer, bool focused, Frame frame, double nowMs) {
   int8_t& known = remoteFocused_[static_cast<size_t>(peer)];
   if (known == (focused ? 1 : 0)) return;  // a re-announcement
+  // A change older than the newest one seen (held back by a frozen tab, reordered): ignored.
+  Frame& last = remoteFocusFrame_[static_cast<size_t>(peer)];
+  if (last != kNoFrame && frame <= last) return;
+  last = frame;
   known = focused ? 1 : 0;
   events_.push(Event(EventType::Focus)
                    .num(Field::kPeer, peer)
@@ -954,6 +992,7 @@ RxResult SyncEngine::receive(const uint8_t* data, size_t len, int fromPeer, Path
     if (e != DecodeError::Ok) {
       r = fromDecodeError(e);
     } else {
+      if (msg_->type == MsgType::Pong) noteLocalGap(nowMs);
       metrics_.packetReceived(via);
       r = handleMessage(*msg_, fromPeer, via, nowMs);
     }
@@ -969,6 +1008,7 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
       if (m.frame >= windowLo() + cfg_.bufferFrames) return RxResult::OutOfWindow;
       health_.onPacket(fromPeer, nowMs, &events_);
       health_.onInputHeader(fromPeer, m.frame);
+      lastInputMs_[static_cast<size_t>(fromPeer)] = nowMs;
       if (m.frame >= episodeStart_) {
         timeSync_.onHeader(fromPeer, m.frame, nowMs);
         Frame& h = lastHeader_[static_cast<size_t>(fromPeer)];
@@ -981,6 +1021,23 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
     }
     case MsgType::InputResponse: {
       if (m.playerIndex >= cfg_.numPlayers) return RxResult::UnknownPlayer;
+      if (m.playerIndex == local_ && (joining_ || holdOwnInputs_)) {
+        // A peer's copy of this peer's own inputs from before its reload (the answer to its
+        // STATE_REQUEST): kept until the transfer is loaded, then taken where still unknown.
+        health_.onPacket(fromPeer, nowMs, &events_);
+        ownAnswered_ |= 1u << fromPeer;
+        const bool unfocused = (m.flags & kInputUnfocused) != 0;
+        double lag;
+        for (uint16_t i = 0; i < m.count; ++i) {
+          if (joining_) {
+            if (ownStash_.size() < static_cast<size_t>(kMaxResponseInputs) * static_cast<size_t>(cfg_.numPlayers))
+              ownStash_.push_back(OwnInput{m.inputs[i].frame, m.inputs[i].action, unfocused});
+          } else if (m.inputs[i].frame >= cur_) {
+            inputs(local_).insert(m.inputs[i].frame, m.inputs[i].action, Path::P2P, nowMs, windowLo(), lag, unfocused);
+          }
+        }
+        return RxResult::Ok;
+      }
       if (m.playerIndex != fromPeer) return RxResult::SpoofedPlayer;
       health_.onPacket(fromPeer, nowMs, &events_);
       RxResult agg = RxResult::Duplicate;
@@ -1041,6 +1098,17 @@ RxResult SyncEngine::handleMessage(const Message& m, int fromPeer, Path via, dou
       health_.onPacket(fromPeer, nowMs, &events_);
       onQuality(fromPeer, m, nowMs);
       return RxResult::Ok;
+    case MsgType::StateRequest: {
+      const double heard = health_.lastHeardMs(fromPeer);
+      health_.onPacket(fromPeer, nowMs, &events_);
+      return onStateRequest(fromPeer, m, heard, nowMs);
+    }
+    case MsgType::StateChunk:
+      health_.onPacket(fromPeer, nowMs, &events_);
+      return onStateChunk(fromPeer, m, nowMs);
+    case MsgType::StateAck:
+      health_.onPacket(fromPeer, nowMs, &events_);
+      return onStateAck(fromPeer, m, nowMs);
     case MsgType::StateHash:
       health_.onPacket(fromPeer, nowMs, &events_);
       if (m.frame == 0) return RxResult::BadValue;
@@ -1075,6 +1143,7 @@ RxResult SyncEngine::relayInput(int playerIndex, Frame frame, int action, double
     return RxResult::Flood;
   metrics_.packetReceived(Path::Relay);
   health_.onPacket(playerIndex, nowMs, &events_);
+  lastInputMs_[static_cast<size_t>(playerIndex)] = nowMs;
   if (frame >= windowLo() + cfg_.bufferFrames) return RxResult::OutOfWindow;
   if (frame >= episodeStart_) {
     Frame& h = lastHeader_[static_cast<size_t>(playerIndex)];
@@ -1206,8 +1275,16 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   // The episode's input delay: fixed now, or agreed by the peers before its first frame.
   delayProposal_ = -1;
   delayGateMs_ = proposalMs_ = -1;
-  if (cfg_.autoDelay && inputDelay < 0) delayAgreed_ = false;
+  if (joining_) delayAgreed_ = true;  // a rejoiner takes the episode and its delay from the transfer
+  else if (cfg_.autoDelay && inputDelay < 0) delayAgreed_ = false;
   else applyDelay(cfg_.inputDelay, lastNowMs_, "fixed");
+  // state transfer: nothing of the previous episode's carries over (a transfer being sent to a
+  // rejoiner goes on: it holds that episode's state)
+  if (!joining_ && tin_.expecting()) tin_.reset();
+  resyncFrom_ = 1;
+  holdOwnInputs_ = false;
+  loadPending_ = kNoFrame;
+  transferBots_.clear();
   started_ep_ = false;
   readyWaitMs_ = -1;
   writer_.clear();
@@ -1256,6 +1333,7 @@ nlohmann::json SyncEngine::exportSessionMetrics() const {
                       {"terminalFrame", terminal_ == kNoFrame ? json(nullptr) : json(terminal_)},
                       {"snapshotMisses", snapshotMisses_}, {"badStepReports", badReports_},
                       {"unreportedSteps", unreportedSteps_}, {"rowsLost", rowsLost_}, {"focused", localFocused_},
+                      {"transfers", json{{"received", transfersIn_}, {"sent", transfersOut_}, {"errors", transferErrors_}, {"resyncs", resyncs_}}},
                       {"memoryBytes", memoryBytes()}};
   j["p2pMetrics"] = p2pMetrics();
   j["inputs"] = m["inputs"];
@@ -1289,7 +1367,14 @@ std::string SyncEngine::episodeSummary(const std::string& rewardsJson) const {
 size_t SyncEngine::memoryBytes() const {
   return sizeof(*this) + inputs_.size() * static_cast<size_t>(cfg_.bufferFrames) * sizeof(InputBuffer::Slot) +
          records_.size() * sizeof(FrameRecord) + snapshots_.capacityBytes() + plan_.size() + rx_.size() +
-         out_.capacity() + reply_.capacity() + static_cast<size_t>(cfg_.maxEvents) * kEventBytesPerEvent + rows_.capacity();
+         out_.capacity() + reply_.capacity() + static_cast<size_t>(cfg_.maxEvents) * kEventBytesPerEvent + rows_.capacity() +
+         transferBytes();
+}
+
+size_t SyncEngine::transferBytes() const {
+  size_t n = tin_.bytes() + ownStash_.capacity() * sizeof(OwnInput) + transferBots_.capacity() + attachment_.capacity();
+  for (const TransferOut& t : touts_) n += t.bytes();
+  return n;
 }
 
 }  // namespace p2psync

@@ -34,6 +34,7 @@
 #include "result.hpp"
 #include "snapshot_store.hpp"
 #include "state_sync.hpp"
+#include "state_transfer.hpp"
 #include "sync_test.hpp"
 #include "time_sync.hpp"
 
@@ -84,6 +85,15 @@ class SyncEngine {
   // Starts the next episode. Returns "" or an error (e.g. the episode end is not synced yet).
   std::string resetEpisode(int inputDelay /* -1 = keep */);
 
+  // ---- state transfer (state_transfer.hpp): rejoin after a reload, desync recovery
+  // A peer's STATE_REQUEST for this peer's state arrived (event stateRequest): build the transfer
+  // now with `attachment` (the page's, e.g. its research rows; opaque). Without this call the
+  // engine builds it at the next advance() with no attachment. False: no such request pending.
+  bool serveState(int peer, const uint8_t* attachment, size_t len, double nowMs);
+  // The attachment of the last transfer this peer loaded (event stateLoaded).
+  const std::vector<uint8_t>& transferAttachment() const { return attachment_; }
+  bool joining() const { return joining_; }
+
   // ---- the plan arena (plan.hpp) and the other arenas JS reads
   uint8_t* planData() { return plan_.data(); }
   const uint8_t* planData() const { return plan_.data(); }
@@ -116,7 +126,10 @@ class SyncEngine {
   nlohmann::json p2pMetrics() const;
   nlohmann::json exportSessionMetrics() const;
   std::string episodeSummary(const std::string& rewardsJson) const;
-  size_t memoryBytes() const;  // bytes the engine holds (fixed after construction)
+  // Bytes the engine holds: fixed after construction, plus the state transfers in progress
+  // (transferBytes: each at most config maxTransferBytes, freed when done).
+  size_t memoryBytes() const;
+  size_t transferBytes() const;
 
   // Invariant-check hooks for tests/fuzzing.
   bool inputKnown(int player, Frame frame, uint8_t& action) const { return inputs_[static_cast<size_t>(player)].get(frame, action); }
@@ -164,6 +177,7 @@ class SyncEngine {
   // advance() phases, in order
   void beginCall();
   void beginAdvance(double nowMs);
+  void noteLocalGap(double nowMs);
   void planRollback(double nowMs);
   Status decideStatus(double nowMs);
   void planFrames(double nowMs, uint8_t localAction);
@@ -198,6 +212,23 @@ class SyncEngine {
   RxResult endReceive(RxResult r);
   RxResult relayInput(int playerIndex, Frame frame, int action, double nowMs, int fromPeer, bool unfocused = false);
   void feedConfirmedActions();
+  // state transfer
+  void pumpTransfers(double nowMs);
+  void requestState(int source, uint8_t reason, uint32_t frame, double nowMs, Outbox& box);
+  void sendStateRequest(double nowMs, Outbox& box);
+  void sendStateAck(uint8_t status, double nowMs, Outbox& box);
+  RxResult onStateRequest(int peer, const Message& m, double healthBeforeMs, double nowMs);
+  RxResult onStateChunk(int peer, const Message& m, double nowMs);
+  RxResult onStateAck(int peer, const Message& m, double nowMs);
+  bool buildTransfer(int peer, const uint8_t* attachment, size_t len, double nowMs);
+  void finishTransfer(double nowMs);
+  void applyRejoin(const TransferView& v, double nowMs);
+  void applyResync(const TransferView& v, double nowMs);
+  void checkResync(double nowMs);
+  bool resyncRule(const uint64_t* hs, int& winner, uint32_t& losers, const char*& reason) const;
+  void pushResync(uint32_t H, int source, uint32_t losers, uint64_t hash, const char* reason, double nowMs);
+  void answerOwnInputs(int peer, Path via);
+  int nextSource(int after) const;
 
   EngineConfig cfg_;
   int numActors_;
@@ -285,6 +316,72 @@ class SyncEngine {
   uint64_t snapshotMisses_ = 0;
   uint64_t badReports_ = 0;          // stepped() calls out of plan order
   uint64_t unreportedSteps_ = 0;     // Advance requests never reported before the next advance()
+  // state transfer
+  bool joining_ = false;             // rejoin: waiting for a transfer (status JOINING)
+  TransferIn tin_;                   // the transfer this peer waits for
+  uint8_t tinReason_ = 0;
+  uint32_t tinFrame_ = 0;            // resync: the episode-relative hash frame asked for
+  double tinRequestMs_ = -1e18;      // the last STATE_REQUEST sent
+  double tinAckMs_ = -1e18;          // the last STATE_ACK sent
+  uint32_t tinAcked_ = 0;            // chunks received when it went
+  uint32_t transferSeq_ = 0;
+  struct PendingServe {
+    uint32_t id = 0;
+    uint8_t reason = 0;
+    uint32_t frame = 0;
+    double downMs = 0;
+    double sinceMs = 0;
+  };
+  std::vector<PendingServe> pendingServe_;  // per peer: a request to build
+  std::vector<TransferOut> touts_;          // per peer: the transfer being sent
+  std::vector<double> lastBuildMs_;
+  std::vector<uint32_t> rejoinSeen_;        // per peer: the last rejoin request id seen
+  std::vector<double> lastInputMs_;         // per peer: when its last input packet arrived
+  std::vector<Frame> remoteFocusFrame_;     // per peer: the frame of the newest focus change applied
+  std::vector<uint8_t> attachment_;
+  struct OwnInput {
+    Frame frame;
+    uint8_t action;
+    bool unfocused;
+  };
+  std::vector<OwnInput> ownStash_;          // this peer's inputs from before its reload, from the peers
+  uint32_t ownAnswered_ = 0;                // peers whose copy of them arrived
+  bool holdOwnInputs_ = false;              // after a rejoin: no new local input until they are in
+  double rejoinedMs_ = -1;
+  Frame loadPending_ = kNoFrame;            // a transferred state to load at the next plan
+  std::vector<uint8_t> transferBots_;       // bot actions of frames transferBotsFrom_.. (numBots each)
+  Frame transferBotsFrom_ = 0;
+  uint32_t resyncFrom_ = 1;                 // hash frames below this were handled by desyncPolicy resync
+  uint64_t resyncs_ = 0, transfersIn_ = 0, transfersOut_ = 0, transferErrors_ = 0;
+};
+
+// Every public entry point runs inside a Call: it empties the event arena once the reader has
+// read all of it (the kEventRead word), and publishes the arena's size when it returns.
+class SyncEngine::Call {
+ public:
+  explicit Call(SyncEngine& e) : e_(e) {
+    int32_t* H = e_.header();
+    if (static_cast<size_t>(H[plan::kEventRead]) >= e_.events_.size()) {
+      e_.events_.clear();
+      H[plan::kEventRead] = 0;
+    }
+    if (static_cast<size_t>(H[plan::kRowRead]) >= e_.rows_.size()) {
+      e_.rows_.clear();
+      H[plan::kRowRead] = 0;
+    }
+  }
+  ~Call() {
+    int32_t* H = e_.header();
+    H[plan::kEventBytes] = static_cast<int32_t>(e_.events_.size());
+    H[plan::kEventCount] = static_cast<int32_t>(e_.events_.count());
+    H[plan::kRowBytes] = static_cast<int32_t>(e_.rows_.size());
+    H[plan::kRowCount] = static_cast<int32_t>(e_.rows_.count());
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+ private:
+  SyncEngine& e_;
 };
 
 }  // namespace p2psync
