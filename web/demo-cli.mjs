@@ -18,6 +18,10 @@
 //     --stall-peer P:MS@F    peer P does not tick for MS ms (virtual) after its frame F
 //     --corrupt-at F         corrupt one peer's env right after it steps frame F
 //     --corrupt-peer P       the peer to corrupt (1)
+//     --desync-policy report|resync   after a desync: report it (default), or agree on one peer's
+//                            state and load it by state transfer
+//     --rejoin-peer P@F[:MS] peer P's page is gone (reloaded) once it executed F frames and comes back
+//                            MS ms later (3000): it rejoins by state transfer
 //     --sync-test K          sync-test mode with checkDistance K
 //     --nondeterministic     the deliberately nondeterministic Python env (needs --env pyodide)
 //     --json                 print exactly one JSON object (the session result) on stdout
@@ -42,7 +46,8 @@ const MAX_OTHER_LINES = 40;
 const USAGE = `usage: scripts/demo [--players N] [--profile lan|wifi|mobile|bad|hostile] [--frames N] [--fps N]
                    [--episodes N] [--end-on-score K]
                    [--seed S] [--env js|pyodide] [--input-delay N|auto] [--cut-p2p-at F] [--restore-p2p-at F]
-                   [--stall-peer P:MS@F] [--corrupt-at F] [--corrupt-peer P] [--sync-test K]
+                   [--stall-peer P:MS@F] [--corrupt-at F] [--corrupt-peer P] [--desync-policy report|resync]
+                   [--rejoin-peer P@F[:MS]] [--sync-test K]
                    [--nondeterministic] [--json] [--dump-traffic DIR] [--data-out DIR] | --serve [--host H] [--port P]
 exit status: 0 healthy, 1 unhealthy, 2 bad arguments`;
 
@@ -69,6 +74,7 @@ function parse(argv) {
         seed: { type: 'string' }, env: { type: 'string' }, 'input-delay': { type: 'string' },
         'cut-p2p-at': { type: 'string' }, 'restore-p2p-at': { type: 'string' }, 'stall-peer': { type: 'string' },
         'corrupt-at': { type: 'string' }, 'corrupt-peer': { type: 'string' }, 'sync-test': { type: 'string' },
+        'desync-policy': { type: 'string' }, 'rejoin-peer': { type: 'string' },
         nondeterministic: { type: 'boolean' }, json: { type: 'boolean' }, serve: { type: 'boolean' },
         'dump-traffic': { type: 'string' }, 'data-out': { type: 'string' },
         host: { type: 'string' }, port: { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -109,6 +115,19 @@ function parse(argv) {
   if (o.corruptPeer !== undefined && o.corruptPeer >= o.players) throw new ArgError(`--corrupt-peer: peer ${o.corruptPeer} does not exist with ${o.players} players`);
   if (o.corruptPeer !== undefined && o.corruptAt === undefined) throw new ArgError('--corrupt-peer needs --corrupt-at');
   if (o.corruptAt !== undefined && o.corruptAt >= o.frames) throw new ArgError('--corrupt-at must be below --frames');
+  if (values['desync-policy'] !== undefined) {
+    if (values['desync-policy'] !== 'report' && values['desync-policy'] !== 'resync') throw new ArgError("--desync-policy must be 'report' or 'resync'");
+    o.desyncPolicy = values['desync-policy'];
+  }
+  if (values['rejoin-peer'] !== undefined) {
+    const m = /^(\d+)@(\d+)(?::(\d+))?$/.exec(values['rejoin-peer']);
+    if (!m) throw new ArgError(`--rejoin-peer needs P@F or P@F:MS, e.g. 1@300 (got '${values['rejoin-peer']}')`);
+    o.rejoinPeer = { peer: Number(m[1]), atFrame: Number(m[2]), downMs: m[3] === undefined ? 3000 : Number(m[3]) };
+    if (o.rejoinPeer.peer >= o.players) throw new ArgError(`--rejoin-peer: peer ${o.rejoinPeer.peer} does not exist with ${o.players} players`);
+    if (o.rejoinPeer.atFrame < 1) throw new ArgError('--rejoin-peer: F must be at least 1');
+    if (o.rejoinPeer.downMs > 600000) throw new ArgError('--rejoin-peer: MS must be at most 600000');
+    if (o.env === 'pyodide') throw new ArgError('--rejoin-peer needs --env js');
+  }
   o.syncTest = intArg(values['sync-test'], 'sync-test', 1, 60);
   o.nondeterministic = !!values.nondeterministic;
   if (o.nondeterministic && o.env !== 'pyodide') throw new ArgError('--nondeterministic needs --env pyodide');
@@ -257,6 +276,12 @@ async function main() {
     ['P2P ratio', r.p2pRatio == null ? 'n/a' : `${fmt(100 * r.p2pRatio, 1)}% of received inputs came by P2P first`],
     ['fallback', fb],
   ];
+  if (r.rejoin) {
+    const g = r.rejoin.gapsByPeer.map((gs) => gs.find((x) => x.peer === r.rejoin.peer));
+    const rec = r.rejoin.recovered.reduce((a, x) => a + x.rows, 0);
+    rows.push(['rejoin', `player ${r.rejoin.peer}: back at frame ${g[r.rejoin.peer]?.frame ?? '?'} after ${g.find((x, i) => x && i !== r.rejoin.peer)?.downMs ?? '?'} ms away; ` +
+      `gap in the data of ${g.filter(Boolean).length}/${g.length} peers; ${rec} rows recovered; logs compared from frame ${r.rejoin.logsComparedFrom}`]);
+  }
   if (r.dataFiles) rows.push(['data files', r.dataFiles.join(' ')]);
   if (r.nondeterminism.length) rows.push(['nondeterminism', r.nondeterminism.map((n) => `P${n.peer} frame ${n.frame} (detected at ${n.detectedAtFrame})`).join(', ')]);
   out(`Verdict (${r.players} players, ${r.profile}, seed ${r.seed}, env ${r.env}):`);

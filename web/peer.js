@@ -62,11 +62,15 @@ export class SessionPeer {
    *   memory (web/research_data.js)
    * @param {(row: object) => void} [o.onRow]  every research row (one per confirmed frame)
    * @param {number} [o.clockOrigin=0]  ms added to now() for the wall-clock `timestamp` column
+   * @param {boolean} [o.rejoin=false]  this page reloaded mid-session: its engine asks a live peer
+   *   for the state (plan status JOINING until it is loaded), then goes on in the same episode
+   * @param {boolean} [o.shareRowsOnRejoin=true]  when a peer rejoins, send it the research rows
+   *   it lost with the state (the transfer's attachment)
    */
   constructor({
     lib, config, env, transport, now, onEvent = null, log = null, driver = {}, syncLogEveryFrames = 30,
     logRollbacks = false, episodes = Infinity, autoNextEpisode = true, resetEnv = null, keepData = 'episode',
-    onRow = null, clockOrigin = 0,
+    onRow = null, clockOrigin = 0, rejoin = false, shareRowsOnRejoin = true,
   }) {
     this.lib = lib;
     this.env = env;
@@ -83,7 +87,9 @@ export class SessionPeer {
     this.finished = false;         // every configured episode has ended
     this.syncLogEveryFrames = syncLogEveryFrames;
     this.logRollbacks = logRollbacks;
-    this.engine = new lib.SyncEngine(config);
+    this.shareRowsOnRejoin = shareRowsOnRejoin;
+    this.engine = new lib.SyncEngine(rejoin ? { ...config, rejoin: true } : config);
+    this.logFrom = 0;                // the first frame of the action log this page confirmed itself
     this.index = config.localPlayerIndex;
     this.numPlayers = config.numPlayers ?? 2;
     this.playerIds = Array.isArray(config.playerIds) ? config.playerIds.slice() : null;
@@ -272,6 +278,42 @@ export class SessionPeer {
         break;
       case 'error':
         this.log(`[P2P] engine error: ${JSON.stringify(ev)}`, 'error');
+        break;
+      case 'stateRequest':
+        // A peer (re)joining asks for the state: it gets the research rows it lost with it.
+        if (ev.reason === 'rejoin' && this.shareRowsOnRejoin) {
+          let text = null;
+          try { text = JSON.stringify(this.data.exportForTransfer()); } catch { text = null; }
+          this.engine.serveState(ev.peer, text, this.now());
+        }
+        this.log(`[P2P] player ${ev.peer} asks for the state (${ev.reason})`);
+        break;
+      case 'stateLoaded':
+        if (ev.reason === 'rejoin') {
+          // the action log restarts at the loaded frame; the rows before it come from the peer
+          this.logFrom = ev.frame;
+          this.log2 = new ByteLog();
+          this.log2.append(new Uint8Array(ev.frame * this.numActors));
+          this.loggedUpTo = ev.frame - 1;
+          this.logGap = null;
+          this.episode = ev.episode;
+          this.episodesCompleted = Math.max(this.episodesCompleted, ev.episode);
+          let att = null;
+          try {
+            const bytes = this.engine.transferAttachment();
+            att = bytes.length ? JSON.parse(new TextDecoder().decode(bytes)) : null;
+          } catch { att = null; }
+          const got = this.data.importTransfer(att, { episode: ev.episode, beforeFrame: ev.frame, fromPeer: ev.peer });
+          this.log(`[P2P] rejoined: state of frame ${ev.frame} (episode ${ev.episode}) from player ${ev.peer}; ${got} research rows recovered`);
+        } else {
+          this.log(`[P2P Sync] RESYNC: loaded player ${ev.peer}'s state of frame ${ev.frame}`, 'warn');
+        }
+        break;
+      case 'rejoin':
+      case 'resync':
+        if (ev.type === 'rejoin' && ev.peer !== this.index) {
+          this.log(`[P2P] player ${ev.peer} rejoined after ${Math.round(ev.downMs)} ms (its last input: frame ${ev.lastInputFrame})`, 'warn');
+        }
         break;
       case 'endTimeout': {
         const missing = [];

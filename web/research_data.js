@@ -19,7 +19,11 @@
 // identical on every peer.
 //
 // Episode records also hold what happened between frames (local-only timing): pauses (focusPolicy
-// 'pause'), the end (synced or endTimeout, missing peers), and gaps.
+// 'pause'), the end (synced or endTimeout, missing peers), gaps (a player's page reloaded and
+// rejoined: the frame it came back at, its last input before, how long it was away), resyncs
+// (desyncPolicy 'resync': the frame whose state every peer took from one source) and, on a page
+// that rejoined, `recovered`: the rows before its reload, received from a peer (their local
+// columns are empty: this participant's own timing of them is lost).
 
 /** Whether a column is local to each peer (see above). */
 export function isLocalColumn(name) {
@@ -69,7 +73,7 @@ export class ResearchData {
   _episode(e) {
     let ep = this.episodes.get(e);
     if (!ep) {
-      ep = { episode: e, rows: [], pauses: [], end: null };
+      ep = { episode: e, rows: [], pauses: [], end: null, gaps: [], resyncs: [], recovered: null };
       if (this.keepEpisodes > 0) {
         this.episodes.set(e, ep);
         while (this.episodes.size > this.keepEpisodes) this.episodes.delete(this.episodes.keys().next().value);
@@ -92,7 +96,13 @@ export class ResearchData {
     row.inputDelay = r.inputDelay;
     row.timestamp = Math.round(this.clockOrigin + r.firstSteppedMs);
     this.rowsSeen++;
-    if (this.keepEpisodes > 0) this._episode(r.episode).rows.push(row);
+    if (this.keepEpisodes > 0) {
+      // A row again for a frame already recorded (a desync recovery re-simulated it): it replaces
+      // that row and every later one (they come again, in order).
+      const rows = this._episode(r.episode).rows;
+      while (rows.length && rows[rows.length - 1].frame >= row.frame) rows.pop();
+      rows.push(row);
+    }
     return row;
   }
 
@@ -105,7 +115,75 @@ export class ResearchData {
     } else if (ev.type === 'episodeEnd') {
       const ep = this._episode(ev.episode);
       ep.end = { frame: ev.frame, episodeFrame: ev.episodeFrame, reason: ev.reason, truncated: !!ev.truncated, missingPeers: ev.missingPeers ?? [] };
+    } else if (ev.type === 'rejoin') {
+      const cur = Number.isInteger(ev.episode) ? this._episode(ev.episode) : this.episodes.size ? [...this.episodes.values()].pop() : null;
+      if (cur) cur.gaps.push({ type: 'rejoin', peer: ev.peer, frame: ev.frame, lastInputFrame: ev.lastInputFrame, downMs: Math.round(ev.downMs), timeMs: Math.round(this.clockOrigin + ev.timeMs) });
+    } else if (ev.type === 'resync') {
+      const cur = Number.isInteger(ev.episode) ? this._episode(ev.episode) : this.episodes.size ? [...this.episodes.values()].pop() : null;
+      if (cur) cur.resyncs.push({ frame: ev.frame, episodeFrame: ev.episodeFrame, source: ev.source, peers: ev.peers, reason: ev.reason, timeMs: Math.round(this.clockOrigin + ev.timeMs) });
     }
+  }
+
+  /**
+   * What a rejoining peer gets with the state (the transfer's attachment): the shared columns of
+   * every kept episode's rows, compact ({v, columns, episodes: [{episode, rows: [[...]], pauses,
+   * end, gaps, resyncs}]}).
+   */
+  exportForTransfer() {
+    const columns = this.sharedColumns;
+    return {
+      v: 1,
+      columns,
+      episodes: [...this.episodes.values()].map((e) => ({
+        episode: e.episode, rows: e.rows.map((r) => columns.map((c) => r[c])), pauses: e.pauses, end: e.end, gaps: e.gaps, resyncs: e.resyncs,
+      })),
+    };
+  }
+
+  /**
+   * On a page that rejoined: takes the rows of the frames before `beforeFrame` (and of earlier
+   * episodes) from a peer's exportForTransfer(). The input is untrusted: anything not of that
+   * shape (other columns, a cell that is not a number or boolean, rows out of order) is refused
+   * and the rows stay missing (recovered.rows 0, with the reason). Returns the rows taken.
+   */
+  importTransfer(att, { episode, beforeFrame, fromPeer }) {
+    const ep = this._episode(episode);
+    const fail = (why) => { ep.recovered = { fromPeer, rows: 0, beforeFrame, missing: why }; return 0; };
+    if (this.keepEpisodes === 0) return 0;
+    const columns = this.sharedColumns;
+    if (!att || typeof att !== 'object' || att.v !== 1) return fail('no rows sent');
+    if (!Array.isArray(att.columns) || att.columns.length !== columns.length || att.columns.some((c, i) => c !== columns[i])) return fail('other columns');
+    if (!Array.isArray(att.episodes)) return fail('malformed');
+    const fi = columns.indexOf('frame');
+    const taken = [];
+    for (const e of att.episodes) {
+      if (!e || !Number.isInteger(e.episode) || e.episode > episode || !Array.isArray(e.rows)) return fail('malformed');
+      const rows = [];
+      let last = -Infinity;
+      for (const r of e.rows) {
+        if (!Array.isArray(r) || r.length !== columns.length || r.some((v) => typeof v !== 'number' && typeof v !== 'boolean')) return fail('malformed');
+        if (!(r[fi] > last)) return fail('rows out of order');
+        last = r[fi];
+        if (e.episode === episode && r[fi] >= beforeFrame) break;
+        const row = {};
+        columns.forEach((c, i) => { row[c] = r[i]; });
+        for (const c of this.localColumns) row[c] = null;
+        rows.push(row);
+      }
+      taken.push({ e, rows });
+    }
+    let n = 0;
+    for (const { e, rows } of taken) {
+      const target = this._episode(e.episode);
+      target.rows = rows.concat(target.rows.filter((r) => e.episode !== episode || r.frame >= beforeFrame));
+      if (e.episode !== episode) {
+        if (!target.end && e.end) target.end = e.end;
+        if (Array.isArray(e.pauses) && !target.pauses.length) target.pauses = e.pauses;
+      }
+      n += rows.length;
+    }
+    ep.recovered = { fromPeer, rows: n, beforeFrame };
+    return n;
   }
 
   /** The kept episode numbers, oldest first. */
@@ -118,8 +196,13 @@ export class ResearchData {
 
   /** One episode as CSV text (header + one line per row) or as {episode, columns, rows, pauses, end}. */
   exportEpisode(episode, { format = 'csv', columns = this.columns } = {}) {
-    const ep = this.episodes.get(episode) || { episode, rows: [], pauses: [], end: null };
-    if (format === 'json') return { episode, columns: [...columns], localColumns: columns.filter(isLocalColumn), rows: ep.rows, pauses: ep.pauses, end: ep.end };
+    const ep = this.episodes.get(episode) || { episode, rows: [], pauses: [], end: null, gaps: [], resyncs: [], recovered: null };
+    if (format === 'json') {
+      return {
+        episode, columns: [...columns], localColumns: columns.filter(isLocalColumn), rows: ep.rows, pauses: ep.pauses, end: ep.end,
+        gaps: ep.gaps ?? [], resyncs: ep.resyncs ?? [], recovered: ep.recovered ?? null,
+      };
+    }
     if (format !== 'csv') throw new TypeError(`export: format must be 'csv' or 'json' (got ${format})`);
     return toCSV(columns, ep.rows);
   }

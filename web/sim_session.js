@@ -110,6 +110,13 @@ function normalizeOptions(o) {
     if (!Number.isInteger(peer) || peer < 0 || peer >= players) throw new RangeError('runSession: stallPeer.peer out of range');
     if (!(ms >= 0 && ms <= 600000) || !Number.isInteger(atFrame) || atFrame < 0) throw new RangeError('runSession: bad stallPeer (ms must be 0..600000)');
   }
+  if (o.rejoinPeer) {
+    const { peer, atFrame, downMs = 3000 } = o.rejoinPeer;
+    if (!Number.isInteger(peer) || peer < 0 || peer >= players) throw new RangeError('runSession: rejoinPeer.peer out of range');
+    if (!Number.isInteger(atFrame) || atFrame < 1 || !(downMs >= 0 && downMs <= 600000)) throw new RangeError('runSession: bad rejoinPeer (atFrame >= 1, downMs 0..600000)');
+    if (env !== 'js') throw new RangeError('runSession: rejoinPeer needs env js');
+  }
+  if (o.desyncPolicy != null && o.desyncPolicy !== 'report' && o.desyncPolicy !== 'resync') throw new RangeError("runSession: desyncPolicy must be 'report' or 'resync'");
   const syncTest = o.syncTest == null || o.syncTest === 0 || o.syncTest === false ? 0 : Number(o.syncTest);
   if (!Number.isInteger(syncTest) || syncTest < 0) throw new RangeError('runSession: syncTest must be a non-negative integer');
   return {
@@ -131,10 +138,17 @@ function normalizeOptions(o) {
     dumpLimit: o.dumpLimit ?? 48,
     dataOut: o.dataOut || null,
     maxVirtualMs: o.maxVirtualMs,
+    rejoinPeer: o.rejoinPeer ?? null,
+    desyncPolicy: o.desyncPolicy ?? null,
   };
 }
 
 /** The env of one peer: the JS grid game or the Python gridworld (endOnScore ends an episode). */
+/** A fresh JS env as runSession's (a reloaded page's). */
+function makeEnv(o) {
+  return createGridGame({ numPlayers: o.players, seed: u32(mixSeed(o.seed, 'env')) % 1000000, endOnScore: o.endOnScore });
+}
+
 async function createEnvs(o, options) {
   const envSeed = u32(mixSeed(o.seed, 'env')) % 1000000;
   const envs = [];
@@ -209,10 +223,10 @@ export class SimWorld {
     };
   }
 
-  _createPeer(i, env, peerEnv, config, nextAt, episodes, driver) {
+  _createPeer(i, env, peerEnv, config, nextAt, episodes, driver, rejoin = false) {
     const world = this;
     const peer = {
-      index: i, env,
+      index: i, env, config, episodesPlanned: episodes, driver, down: false,
       rng: createRng(mixSeed(this.seed, `policy${i}`)),
       action: 0,
       nextAt,
@@ -223,10 +237,11 @@ export class SimWorld {
     };
     const transport = {
       sendP2P(to, bytes) {
-        if (world.p2pCut) return false; // the page does not send on a closed channel
+        if (world.p2pCut || peer.down) return false; // the page does not send on a closed channel
         return world.netsim.send(i, to, 'p2p', bytes);
       },
       emitRelay(event, data, to) {
+        if (peer.down) return;
         // the relay carries {event, data}; binary relay packets travel as data.bytes
         const d = event === 'p2psync_packet' ? { to, bytes: data.bytes } : data;
         world.netsim.send(i, event === 'p2psync_packet' ? to : -1, 'relay', { event, data: d });
@@ -242,8 +257,43 @@ export class SimWorld {
       syncLogEveryFrames: 0,
       driver,
       keepData: this.keepData,
+      rejoin,
     });
     return peer;
+  }
+
+  /** Peer i's page goes away (a reload, a crash): it stops ticking, its DataChannels close, it
+   * receives and sends nothing; the others keep predicting its inputs, then stall. */
+  dropPeer(i) {
+    const p = this.peers[i];
+    p.down = true;
+    p.paused = true;
+    for (const q of this.peers) {
+      if (q.index === i) continue;
+      q.sp.engine.onChannelClosed(i, this.now);
+      q.sp.poll();
+    }
+  }
+
+  /** Peer i's page is back (reloaded): a fresh SessionPeer with `rejoin` and a fresh env. It asks a
+   * live peer for the state and goes on in the same episode. The simulator's own bookkeeping of the
+   * participant (episode results, counters) carries over; the page's memory does not. */
+  rejoinPeer(i, env) {
+    const old = this.peers[i];
+    const np = this._createPeer(i, env, env, old.config, this.now, old.episodesPlanned, old.driver, true);
+    for (const k of ['rng', 'action', 'framesRun', 'ticks', 'stallTicks', 'waitTicks', 'desyncs', 'fallbacks', 'nondeterminism',
+      'otherEvents', 'errors', 'episodeEnds', 'events', 'hashBroadcasts', 'desyncLogged']) np[k] = old[k];
+    np.sp.episodeResults = old.sp.episodeResults.slice();
+    np.sp.episodesCompleted = old.sp.episodesCompleted;
+    np.sp.rollbackDepths = old.sp.rollbackDepths.slice();
+    np.previous = old;
+    this.peers[i] = np;
+    for (const q of this.peers) {
+      if (q.index === i) continue;
+      q.sp.engine.onChannelOpen(i, this.now);
+      np.sp.engine.onChannelOpen(q.index, this.now);
+    }
+    return np;
   }
 
   /** The fewest new frames any peer has run. */
@@ -334,6 +384,7 @@ export class SimWorld {
   // The simulated server relays like web/server.mjs: pyodide_player_action becomes
   // pyodide_other_player_action, and every relayed payload gets `from` = the sender's index.
   _deliverMessage(to, from, path, payload) {
+    if (this.peers[to].down) return 'DROPPED';  // its page is gone
     const sp = this.peers[to].sp;
     if (path === 'p2p') {
       if (this.dump) this.dump.add(payload);
@@ -394,20 +445,23 @@ export class SimWorld {
     const peers = this.peers;
     const n = peers[0].sp.numActors;
     const compared = Math.min(...peers.map((p) => p.sp.loggedUpTo)) + 1;
-    let identical = compared > 0 && peers.every((p) => !p.sp.logGap);
+    // a page that rejoined confirmed frames from its rejoin on: the logs are compared from there
+    const from = Math.max(...peers.map((p) => p.sp.logFrom));
+    let identical = compared > from && peers.every((p) => !p.sp.logGap);
     let firstMismatch = null;
-    const ref = peers[0].sp.log2.view(compared * n);
+    const view = (p) => p.sp.log2.view(compared * n).subarray(from * n);
+    const ref = view(peers[0]);
     for (const p of peers.slice(1)) {
-      const v = p.sp.log2.view(compared * n);
+      const v = view(p);
       if (v.length !== ref.length || !bytesEqual(v, ref, ref.length)) {
         identical = false;
-        for (let f = 0; f < compared && firstMismatch === null; f++) {
-          if (!bytesEqual(v.subarray(f * n, f * n + n), ref.subarray(f * n, f * n + n), n)) firstMismatch = { peer: p.index, frame: f };
+        for (let f = 0; f < compared - from && firstMismatch === null; f++) {
+          if (!bytesEqual(v.subarray(f * n, f * n + n), ref.subarray(f * n, f * n + n), n)) firstMismatch = { peer: p.index, frame: from + f };
         }
       }
     }
-    const hashes = peers.map((p) => (compared > 0 ? this.lib.hash(p.sp.log2.view(compared * n)) : null));
-    return { identical, compared: Math.max(0, compared), firstMismatch, hashes, gap: peers.some((p) => p.sp.logGap) };
+    const hashes = peers.map((p) => (compared > from ? this.lib.hash(view(p)) : null));
+    return { identical, compared: Math.max(0, compared - from), from, firstMismatch, hashes, gap: peers.some((p) => p.sp.logGap) };
   }
 
   destroy() {
@@ -439,6 +493,7 @@ export async function runSession(options = {}) {
   const engineConfig = { maxEpisodeFrames: o.frames, ...o.engineConfig };
   if (o.inputDelay != null) engineConfig.inputDelay = o.inputDelay;
   if (o.syncTest > 0) engineConfig.syncTest = { checkDistance: o.syncTest };
+  if (o.desyncPolicy) engineConfig.desyncPolicy = o.desyncPolicy;
   const corrupting = (i) => o.corruptAt != null && i === o.corruptPeer;
   let world = null;
   const faults = [];
@@ -461,6 +516,7 @@ export async function runSession(options = {}) {
     const maxVirtualMs = o.maxVirtualMs ?? (o.episodes * (o.frames * w.dt * 4 + 10000) + stallMs + 60000);
     const totalFrames = o.episodes * o.frames;
     let cutDone = false, restoreDone = false, stallDone = false, stallUntil = -1;
+    let dropDone = false, rejoinDone = false, rejoinAt = -1;
     let lastProgress = -1;
     const finished = await w.runUntil(() => {
       const minRun = w.minFramesRun();
@@ -487,6 +543,22 @@ export async function runSession(options = {}) {
           o.onLog(`[Sim] Player ${sp.index} stalls for ${o.stallPeer.ms}ms at frame ${sp.framesRun} (t=${w.now.toFixed(0)}ms)`);
         }
         if (sp.paused && w.now >= stallUntil) sp.paused = false;
+      }
+      if (o.rejoinPeer) {
+        const rp = o.rejoinPeer;
+        const p = w.peers[rp.peer];
+        if (!dropDone && p.framesRun >= rp.atFrame) {
+          dropDone = true;
+          rejoinAt = w.now + (rp.downMs ?? 3000);
+          recordFault('drop-peer', rp.atFrame, { peer: rp.peer, virtualMs: w.now, frame: p.sp.frame });
+          w.dropPeer(rp.peer);
+          o.onLog(`[Sim] Player ${rp.peer}'s page is gone at frame ${p.sp.frame} (t=${w.now.toFixed(0)}ms); it reloads in ${rp.downMs ?? 3000} ms`);
+        } else if (dropDone && !rejoinDone && w.now >= rejoinAt) {
+          rejoinDone = true;
+          recordFault('rejoin-peer', rp.atFrame, { peer: rp.peer, virtualMs: w.now });
+          w.rejoinPeer(rp.peer, makeEnv(o));
+          o.onLog(`[Sim] Player ${rp.peer}'s page reloaded (t=${w.now.toFixed(0)}ms): it rejoins`);
+        }
       }
       if (minRun !== lastProgress && minRun % 30 === 0) {
         lastProgress = minRun;
@@ -625,7 +697,22 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
   if (errors.length) reasons.push(`${errors.length} engine/runner error(s): ${errors.slice(0, 3).map((e) => e.reason || e.type).join(', ')}`);
   const mode = mode0(o);
   let desyncDetected = null;
-  if (mode === 'corrupt') {
+  if (mode === 'corrupt' && o.desyncPolicy === 'resync') {
+    // desyncPolicy resync: the desync is detected (by the peers whose comparison saw it first),
+    // every peer records the resync, and the states are equal again
+    desyncDetected = peers.map((p) => p.desyncs.some((d) => d.frame === expectedDesyncFrame));
+    if (!desyncDetected.some(Boolean)) reasons.push(`corruption after frame ${o.corruptAt}: no peer detected the desync at hash frame ${expectedDesyncFrame}`);
+    const resynced = peers.map((p) => [...p.sp.data.episodes.values()].some((e) => e.resyncs.some((r) => r.frame === expectedDesyncFrame)));
+    if (!resynced.every(Boolean)) reasons.push(`the resync at hash frame ${expectedDesyncFrame} is not in every peer's data: ${JSON.stringify(resynced)}`);
+    // hashes of frames after the desync may still be compared while the diverged state is being
+    // replaced; once every loaded state is in (and the hashes in flight have arrived), none may differ
+    const loadedAt = Math.max(-Infinity, ...peers.flatMap((p) => p.events.filter((e) => e.type === 'stateLoaded').map((e) => e.timeMs)));
+    const late = peers.flatMap((p) => p.desyncs.filter((d) => d.timeMs > loadedAt + 1000));
+    if (!Number.isFinite(loadedAt)) reasons.push('no peer loaded another peer\'s state');
+    if (late.length) reasons.push(`${late.length} desync(s) after the resync (first at frame ${late[0].frame})`);
+    if (!episodes.length) reasons.push('no episode ended: no final states to compare');
+    else if (!hashesAgree) reasons.push(`final state hashes differ after the resync: ${JSON.stringify(episodes.map((e) => e.finalStateHashes))}`);
+  } else if (mode === 'corrupt') {
     desyncDetected = peers.map((p) => p.desyncs.some((d) => d.frame === expectedDesyncFrame));
     const firstFrames = peers.map((p) => (p.desyncs.length ? Math.min(...p.desyncs.map((d) => d.frame)) : null));
     if (!desyncDetected.every(Boolean) || !firstFrames.every((f) => f === expectedDesyncFrame)) {
@@ -638,6 +725,18 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     if (nondeterminism.length) reasons.push(`nondeterminism flagged at frame ${nondeterminism[0].frame}`);
     if (!episodes.length) reasons.push('no episode ended: no final states to compare');
     else if (!hashesAgree) reasons.push(`final state hashes differ: ${JSON.stringify(episodes.map((e) => e.finalStateHashes))}`);
+  }
+  // a page that reloaded and rejoined: every peer's data records the gap; the rejoiner got the rows
+  // it lost from a peer
+  let rejoin;
+  if (o.rejoinPeer) {
+    const who = o.rejoinPeer.peer;
+    const gapsByPeer = peers.map((p) => [...p.sp.data.episodes.values()].flatMap((e) => e.gaps.map((g) => ({ episode: e.episode, ...g }))));
+    const recovered = [...peers[who].sp.data.episodes.values()].map((e) => e.recovered).filter(Boolean);
+    rejoin = { peer: who, gapsByPeer, recovered, logsComparedFrom: logs.from };
+    if (!peers[who].previous) reasons.push(`player ${who} never rejoined`);
+    else if (!gapsByPeer.every((g) => g.some((x) => x.peer === who))) reasons.push(`the rejoin of player ${who} is not in every peer's data`);
+    if (peers[who].previous && !recovered.some((r) => r.rows > 0)) reasons.push(`player ${who} recovered no research rows from the peers (${JSON.stringify(recovered)})`);
   }
   const healthy = reasons.length === 0;
   const stalls = peers.reduce((s, p) => s + p.stallTicks, 0);
@@ -673,6 +772,7 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     desyncEvents,
     rollbacks,
     frameAdvantage,
+    rejoin,
     inputDelayByEpisode: inputDelayByEpisode[0],
     inputDelayByEpisodeByPeer: inputDelayByEpisode,
     stalls,
