@@ -35,6 +35,8 @@ const P = {
   seed: num('seed', 1) >>> 0,
   recover: Math.max(0, num('recover', 0)),
   recoverBelow: Math.max(1, num('recoverBelow', 100)),
+  // research rows kept in memory (session keepData): episode (default) | session | none | N episodes
+  keep: ['episode', 'session', 'none'].includes(q.get('keep')) ? q.get('keep') : q.has('keep') ? Math.max(0, num('keep', 2) | 0) : undefined,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -355,7 +357,7 @@ async function main() {
   setStatus(info.protocol === 'mug' ? `waiting for mug's server to pair ${P.players} players…` : `waiting for ${P.players} players in room "${P.room}"…`);
   session = await P2PSyncSession.connect({
     lib, ...where, env, players: P.players, config, episodeFrames: P.frames, episodes: P.episodes, iceServers: [],
-    connectTimeoutMs: P.connectTimeout,
+    connectTimeoutMs: P.connectTimeout, ...(P.keep !== undefined ? { keepData: P.keep } : {}),
     log: (msg, level) => {
       (level === 'warn' ? console.warn : level === 'error' ? console.error : console.log)(msg);
       if (!msg.startsWith('[P2P Sync] Player')) uiLog(msg);
@@ -367,7 +369,9 @@ async function main() {
   if (P.auto) autoAction = makeAuto(P.auto, session.playerIndex);
   session.impair({ latencyMs: P.latency, lossPct: P.loss });
   syncSliders();
-  for (const t of ['rollback', 'desync', 'fallback', 'stall', 'episodeEnd', 'recovery', 'disconnected', 'reconnected']) {
+  // rejoin (issue 16): a reloaded page reclaims its seat by itself (the session keeps the reconnect
+  // token in sessionStorage under the room); these record what happened around it
+  for (const t of ['rollback', 'desync', 'fallback', 'stall', 'episodeEnd', 'recovery', 'disconnected', 'reconnected', 'stateLoaded', 'rejoin', 'peerRejoined', 'seatReclaimed']) {
     session.addEventListener(t, (ev) => {
       if (t !== 'rollback' && game.events.length < 500) game.events.push(ev.detail);
     });
@@ -378,9 +382,10 @@ async function main() {
     updatePanel();
   });
   session.addEventListener('desync', (ev) => setStatus(`DESYNC at frame ${ev.detail.frame}`, 'err'));
+  session.addEventListener('seatReclaimed', () => { if (game.loop) game.loop.stop(); setStatus('this seat was taken over by another tab', 'err'); });
   updatePanel(); // first (slow, cold-code) panel refresh before frame 0, not during the first frames
   game.ready = true;
-  setStatus(`playing as player ${session.playerIndex}`, 'ok');
+  setStatus(`${session.rejoined ? 'rejoined' : 'playing'} as player ${session.playerIndex}`, 'ok');
 
   let cutDone = false;
   let lastPanel = 0;
