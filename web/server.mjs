@@ -95,6 +95,7 @@ export const CLIENT_EVENTS = Object.freeze(['join', 'signal', 'pyodide_player_ac
 const KNOWN_EVENTS = new Set(CLIENT_EVENTS);
 const eventBucket = (event) => (typeof event === 'string' && KNOWN_EVENTS.has(event) ? event : 'other');
 const TOKEN_RE = /^[A-Za-z0-9_-]{16,64}$/;
+const SESSION_RE = /^[A-Za-z0-9_-]{1,64}$/;  // a page nonce in join (forwarded in peer_rejoined)
 const sha256 = (s) => crypto.createHash('sha256').update(s).digest('hex');
 const newToken = () => crypto.randomBytes(24).toString('base64url');
 
@@ -572,6 +573,13 @@ export async function startServer({
         if (typeof p.token !== 'string' || !TOKEN_RE.test(p.token)) drop('bad_token');
         tokenHash = sha256(p.token);
       }
+      // the page's nonce (web/session.js): tells the others whether the seat's page is the same
+      // one (its Socket.IO connection came back) or a new one (a reload)
+      let session = null;
+      if (p.session !== undefined && p.session !== null) {
+        if (typeof p.session !== 'string' || !SESSION_RE.test(p.session)) drop('bad_session');
+        session = p.session;
+      }
       const token = newToken();
       st.joining = true;
       let r;
@@ -604,7 +612,9 @@ export async function startServer({
       if (r.rejoined) {
         counters.rejoins++;
         say(`[server] ${socket.id} rejoined ${r.room} as player ${r.playerIndex}/${r.players}${r.evict ? ` (took over ${r.evict})` : ''}`);
-        socket.to(roomKey(r.room)).emit('peer_rejoined', { room: r.room, playerIndex: r.playerIndex, id: socket.id });
+        const msg = { room: r.room, playerIndex: r.playerIndex, id: socket.id };
+        if (session) msg.session = session;
+        socket.to(roomKey(r.room)).emit('peer_rejoined', msg);
       } else {
         say(`[server] ${socket.id} joined ${r.room} as player ${r.playerIndex}/${r.players}`);
         if (r.readyNow) {

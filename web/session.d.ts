@@ -62,17 +62,30 @@ export interface EpisodeResult {
 /** What P2PSyncSession needs from a server (web/transport_p2psync.js: p2psync's own server;
  * web/transport_mug.js: mug's). */
 export interface SessionTransport {
+  /** A rejected join throws an Error whose `code` is the server's reason (e.g. 'bad_token'). */
   join(o: { room?: string; players?: number; timeoutMs?: number }): Promise<{
     playerIndex: number; numPlayers: number; room: string; playerIds?: (string | number)[]; gameId?: string;
-    rtcConfig?: RTCConfiguration | null; [k: string]: any;
+    rtcConfig?: RTCConfiguration | null;
+    /** the reconnect token of this seat (p2psync's server), and whether the join reclaimed a seat */
+    token?: string; rejoined?: boolean; [k: string]: any;
   }>;
+  /** (transports with reconnect tokens) the token the next join sends */
+  token?: string | null;
+  /** (transports with reconnect tokens) the page nonce sent with every join */
+  session?: string | null;
+  /** (optional) which server: part of the key the token is stored under */
+  readonly serverKey?: string;
   sendSignal(toIndex: number, data: { type: 'offer' | 'answer' | 'candidate'; sdp?: string; candidate?: any }): void;
   emitRelay(event: string, data: any, to?: number): void;
   on(handlers: {
     signal?(fromIndex: number, data: any): void;
     relay?(event: string, data: any, fromIndex: number): void;
     peerLeft?(index: number, reason: string): void;
-    peerRejoined?(index: number): void;
+    peerRejoined?(index: number, id?: string, session?: string | null): void;
+    socketRejoined?(d: { room: string; playerIndex: number; token?: string }): void;
+    socketRejoinFailed?(error?: string): void;
+    joined?(d: { room: string; playerIndex: number; players: number; token: string; rejoined?: boolean }): void;
+    seatReclaimed?(d: { room?: string; playerIndex?: number }): void;
   }): void;
   close(): void;
 }
@@ -117,16 +130,34 @@ export interface ConnectOptions {
   log?: (msg: string, level?: 'log' | 'warn' | 'error') => void;
   syncLogEveryFrames?: number;
   logRollbacks?: boolean;
+  /** where the reconnect token is kept across page loads, keyed by server and room (default: the
+   * tab's sessionStorage, else an in-memory Map for this session only); false: never rejoin */
+  tokenStore?: TokenStore | false;
   /** tests: a clock ({now, setTimeout, clearTimeout, setInterval, clearInterval}) and an RTCPeerConnection class */
   clock?: any;
   RTCPeerConnection?: any;
 }
 
+/** A key-value store for reconnect tokens (a Map fits; the default wraps sessionStorage). */
+export interface TokenStore {
+  get(key: string): string | null | undefined;
+  set(key: string, value: string): void;
+  delete(key: string): void;
+}
+
+/** The default token store: the tab's sessionStorage, else a new in-memory Map. */
+export declare function defaultTokenStore(): TokenStore;
+
 /**
  * Events (CustomEvent, detail = the object): every engine event type (EngineEvent: rollback,
  * stall, stallEnd, desync, fallback, recovery, interrupted, disconnected, reconnected,
  * nondeterminism, terminal, episodeEnd, endTimeout, pause, resume, hashBroadcast, verified, focus,
- * error), and 'frame' with each research row (DataRow) as it confirms.
+ * error), 'frame' with each research row (DataRow) as it confirms, 'peerRejoined' {peer} when a
+ * player's reloaded page took its seat back (this page renegotiates with it), and 'seatReclaimed'
+ * {room, playerIndex} when another connection took this page's seat (the session then closes),
+ * 'relayRejoined' when this page's Socket.IO connection dropped, came back and joined its seat
+ * again with its token (the relay works again; DataChannels are kept), and 'peerRelayBack' {peer}
+ * when another player's page did that.
  */
 export declare class P2PSyncSession extends EventTarget {
   static connect(o: ConnectOptions): Promise<P2PSyncSession>;
@@ -135,6 +166,10 @@ export declare class P2PSyncSession extends EventTarget {
   readonly playerIndex: number;
   readonly numPlayers: number;
   readonly room: string | null;
+  /** connect() reclaimed the seat with a stored reconnect token (this page was reloaded) */
+  readonly rejoined: boolean;
+  /** this page's identity in signals (random per session) */
+  readonly nonce: string;
   readonly frame: number;
   readonly status: PlanStatus | 'INIT';
   readonly confirmedFrame: number;
@@ -173,6 +208,10 @@ export declare class P2PSyncSession extends EventTarget {
   closeP2P(): void;
   /** Open a new DataChannel to every peer whose channel is not open, on the existing connection. */
   restoreP2P(): void;
+  /** Forget the stored reconnect token (done by itself when every episode has ended and by
+   * finish()); call it before destroy() when the participant leaves for good. */
+  forgetToken(): void;
+  /** Closes everything; the stored reconnect token is kept (as on a reload). */
   destroy(): void;
 }
 export default P2PSyncSession;

@@ -24,6 +24,19 @@
 // 'nondeterminism', 'error', 'focus'; CustomEvent, detail = the event object) plus the reference
 // console lines ([P2P Sync] ..., [P2P Fallback] ..., [Episode] ...).
 //
+// Reload / rejoin (issue 16): every `joined` carries a single-use reconnect token, kept in
+// `tokenStore` (default: the tab's sessionStorage, which survives a reload) under the server and
+// the room. connect() joins with a stored token; when the server answers `rejoined` the seat is
+// this page's again: the SessionPeer is created with `rejoin: true` (its engine asks a live peer
+// for the state and catches up), there is no start barrier, and THIS page offers a new
+// RTCPeerConnection + DataChannel to every peer. The other pages, on `peer_rejoined`, drop their
+// connection to that player (engine.onChannelClosed if it was still open) and answer the offer.
+// Signals carry the sender's page nonce (`session`) and the nonce it believes the receiver has
+// (`toSession`): signals of the page that reloaded, or meant for it (an ICE restart of the old
+// connection still in flight), are dropped, and a new page's offer that arrives before
+// `peer_rejoined` is recognised by its nonce. The token is forgotten when the session ends
+// normally (every episode ended, or finish()), so a later visit joins afresh.
+//
 // Testing hooks: `clock` ({now, setTimeout, clearTimeout, setInterval, clearInterval}) and
 // `RTCPeerConnection` replace the browser's, so node tests run sessions in virtual time over
 // fake channels (tests/node/fakes.mjs).
@@ -38,6 +51,39 @@ const realClock = Object.freeze({
   setInterval: (fn, ms) => setInterval(fn, ms),
   clearInterval: (t) => clearInterval(t),
 });
+// Sessions not yet destroyed in this realm: a stored token that one of them holds in the same store
+// is not taken (two sessions in one tab share the tab's sessionStorage).
+const liveSessions = new Set();
+let sessionStorageStore = null; // one wrapper per realm (= per tab), so that sessions can compare stores
+// A join rejected for one of these reasons with a stored token is retried without it.
+const STALE_TOKEN = new Set(['bad_token', 'token_expired', 'room_size_mismatch']);
+
+/** The default tokenStore: the tab's sessionStorage (kept across a reload, private to the tab), or
+ * a new in-memory Map when there is none (Node, storage disabled: nothing survives a reload there
+ * anyway, and sessions of one process must not take each other's seats; pass a shared store to
+ * rejoin in Node). */
+export function defaultTokenStore() {
+  try {
+    const ss = globalThis.sessionStorage;
+    if (ss && typeof ss.getItem === 'function') {
+      if (sessionStorageStore) return sessionStorageStore;
+      const probe = 'p2psync.probe';
+      ss.setItem(probe, '1');
+      ss.removeItem(probe);
+      sessionStorageStore = { get: (k) => ss.getItem(k), set: (k, v) => ss.setItem(k, v), delete: (k) => ss.removeItem(k) };
+      return sessionStorageStore;
+    }
+  } catch { /* storage disabled (privacy settings, sandboxed frame) */ }
+  return new Map();
+}
+
+function randomNonce() {
+  const b = new Uint8Array(9);
+  if (globalThis.crypto && typeof globalThis.crypto.getRandomValues === 'function') globalThis.crypto.getRandomValues(b);
+  else for (let i = 0; i < b.length; i++) b[i] = (Math.random() * 256) | 0;
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
 // Session-level start-barrier messages (see _startBarrier); never passed to the engine.
 const GLUE_HELLO = 0xf0;
 const GLUE_HELLO_ACK = 0xf1;
@@ -83,16 +129,30 @@ export class P2PSyncSession extends EventTarget {
    * @param {number} [o.iceRestartGraceMs=2000]  ICE 'disconnected' this long → ICE restart ('failed':
    *                                  at once); later attempts back off (x2, at most 15 s)
    * @param {number} [o.maxIceRestarts=10]  ICE restarts per outage before staying on the relay
+   * @param {{get(key:string):string|null|undefined, set(key:string, value:string):void, delete(key:string):void}|false} [o.tokenStore]
+   *                                  where the reconnect token is kept between page loads (key: server
+   *                                  and room); default the tab's sessionStorage, else an in-memory
+   *                                  Map; false: never rejoin. Used with p2psync's server protocol.
    * @param {(msg:string, level?:string)=>void} [o.log]
-   * @returns {Promise<P2PSyncSession>}
+   * @returns {Promise<P2PSyncSession>}  a rejoining page (session.rejoined) resolves once it has
+   *                                  its seat back and its offers are out: the DataChannels open in
+   *                                  the background and its engine catches up over whatever path works
    */
   static async connect(o) {
     const s = new P2PSyncSession(o);
     try {
       await s._join(o.room, o.players ?? 2, o.joinTimeoutMs ?? 60000);
       s._startPeers();
-      await s._waitChannels(o.connectTimeoutMs ?? 15000);
-      await s._startBarrier(o.barrierTimeoutMs ?? 6000, o.settleRttMs ?? 100);
+      if (s.rejoined) {
+        // the room started long ago: no start barrier; the engine (status JOINING) asks a peer for
+        // the state at once, over the relay until a channel is open
+        s._barrierDone = true;
+        s.barrier = { ms: 0, complete: false, skipped: 'rejoin', rttsMs: {} };
+        s._waitChannels(o.connectTimeoutMs ?? 15000).catch((e) => s._log(`[P2P] ${e}`, 'warn'));
+      } else {
+        await s._waitChannels(o.connectTimeoutMs ?? 15000);
+        await s._startBarrier(o.barrierTimeoutMs ?? 6000, o.settleRttMs ?? 100);
+      }
     } catch (e) {
       s.destroy();
       throw e;
@@ -105,6 +165,7 @@ export class P2PSyncSession extends EventTarget {
     log = null, syncLogEveryFrames = 30, logRollbacks = false, isDone = null, episodes = Infinity,
     autoNextEpisode = true, resetEnv = null, clock = realClock, RTCPeerConnection: RTC = null,
     keepData = 'episode', trackVisibility = true, iceRestartGraceMs = 2000, maxIceRestarts = 10,
+    tokenStore = undefined,
   } = {}) {
     super();
     if (!lib || !lib.SyncEngine) throw new TypeError('P2PSyncSession: lib (loaded p2psync) is required');
@@ -141,20 +202,35 @@ export class P2PSyncSession extends EventTarget {
     this.connectionType = 'unknown';
     this.connectionDetails = null;
     this.events = [];               // recent engine events (bounded)
-    this.glueCounters = { p2pPacketsDelayed: 0, p2pPacketsDroppedByImpair: 0, p2pSendErrors: 0 };
+    // peersRenewed: connections dropped because the player's page was replaced (rejoin)
+    this.glueCounters = { p2pPacketsDelayed: 0, p2pPacketsDroppedByImpair: 0, p2pSendErrors: 0, peersRenewed: 0 };
     this._busy = false;
     this._early = [];               // relay messages received before the engine exists
     this._timers = new Set();
     this._statsTimer = null;
     this._channelWaiters = [];
     this._destroyed = false;
+    /** this page's identity in signals (a reloaded page has a new one) */
+    this.nonce = randomNonce();
+    /** true when connect() reclaimed the seat with a stored reconnect token (a reloaded page) */
+    this.rejoined = false;
+    this._retiredNonces = new Map();  // peer -> Set of nonces of that seat's earlier pages
+    this._renewedEarly = new Map();   // peer -> connections renewed by a new nonce before peer_rejoined
+    this.tokenStore = tokenStore === undefined ? defaultTokenStore() : tokenStore || null;
+    this._tokenKey = null;
+    this._tokenDone = false;
+    liveSessions.add(this);
 
     this.transport = transport || new P2PSyncServerTransport(socket, { clock, log: this._log });
+    if ('session' in this.transport) this.transport.session = this.nonce;
     this.transport.on({
       signal: (from, data) => this._handleSignal(from, data),
       relay: (event, data, from) => this._relayIn(event, data, from),
       peerLeft: (index, reason) => this._log(`[P2P] player ${index} left the room (${reason})`, 'warn'),
-      peerRejoined: (index) => this._log(`[P2P] player ${index} rejoined the room`),
+      peerRejoined: (index, id, nonce) => this._onPeerRejoined(index, nonce),
+      socketRejoined: () => this._emit('relayRejoined', { type: 'relayRejoined' }),
+      joined: (d) => this._storeToken(d.token),
+      seatReclaimed: (d) => this._onSeatReclaimed(d),
     });
   }
 
@@ -187,10 +263,62 @@ export class P2PSyncSession extends EventTarget {
   get counters() { return this.peer ? { ...this.peer.counters, ...this.glueCounters } : { ...this.glueCounters }; }
   get rx() { return this.peer ? this.peer.rx : {}; }
 
+  // ------------------------------------------------------------------------------ reconnect token
+
+  /** Whether this session keeps reconnect tokens (a tokenStore, and a transport that sends them). */
+  get _usesTokens() { return !!this.tokenStore && 'token' in this.transport; }
+
+  _readToken() {
+    if (!this._usesTokens || !this._tokenKey) return null;
+    let v = null;
+    try { v = this.tokenStore.get(this._tokenKey); } catch { return null; }
+    if (typeof v !== 'string' || !v) return null;
+    // another live session of this tab (same store) holds that seat
+    for (const s of liveSessions) if (s !== this && s.tokenStore === this.tokenStore && s.transport && s.transport.token === v) return null;
+    return v;
+  }
+
+  _storeToken(token) {
+    if (!this._usesTokens || !this._tokenKey || this._tokenDone || typeof token !== 'string' || !token) return;
+    try { this.tokenStore.set(this._tokenKey, token); } catch (e) { this._log(`[P2P] cannot store the reconnect token: ${e}`, 'warn'); }
+  }
+
+  /** Forget the stored reconnect token (if it is still this session's, or `token`), so that a later
+   * page load joins afresh instead of reclaiming this seat. Done by itself when every episode has
+   * ended and by finish(); a page whose participant leaves for good may call it before destroy(). */
+  forgetToken(token = this.transport.token) {
+    this._tokenDone = true;
+    if (!this._usesTokens || !this._tokenKey) return;
+    try {
+      const cur = this.tokenStore.get(this._tokenKey);
+      if (cur != null && (!token || cur === token)) this.tokenStore.delete(this._tokenKey);
+    } catch { /* storage gone */ }
+  }
+
   // ------------------------------------------------------------------------------ setup
 
   async _join(room, players, timeoutMs) {
-    const res = await this.transport.join({ room, players, timeoutMs });
+    if (this._usesTokens) {
+      const server = typeof this.transport.serverKey === 'string' ? this.transport.serverKey : '';
+      this._tokenKey = `p2psync.token|${server}|${room || `auto:${players}`}`;
+    }
+    const stored = this._readToken();
+    if (stored) this.transport.token = stored;
+    let res;
+    try {
+      res = await this.transport.join({ room, players, timeoutMs });
+    } catch (e) {
+      if (!stored || !STALE_TOKEN.has(e && e.code)) throw e;
+      // an old token (its grace period is over, the room is gone): join as a new player
+      this._log(`[P2P] stored reconnect token not accepted (${e.code}); joining afresh`, 'warn');
+      this.forgetToken(stored);
+      this._tokenDone = false;
+      this.transport.token = null;
+      res = await this.transport.join({ room, players, timeoutMs });
+    }
+    this.rejoined = !!res.rejoined;
+    this._storeToken(res.token);
+    if (this._destroyed) throw new Error('P2PSyncSession: destroyed while joining');
     this.playerIndex = res.playerIndex;
     this.numPlayers = res.numPlayers;
     this.room = res.room;
@@ -202,6 +330,8 @@ export class P2PSyncSession extends EventTarget {
       lib: this.lib,
       config,
       env: this.env,
+      // a reclaimed seat: the engine starts in JOINING and gets the state from a live peer
+      rejoin: this.rejoined,
       transport: {
         sendP2P: (to, bytes) => this._sendP2PTo(to, bytes),
         emitRelay: (event, data, to) => this.transport.emitRelay(event, data, to),
@@ -227,7 +357,7 @@ export class P2PSyncSession extends EventTarget {
       if (document.hidden) this.setFocus(false);
     }
     for (const [ev, d, from] of this._early.splice(0)) this._relayIn(ev, d, from);
-    this._log(`[P2P] joined ${this.room} as player ${this.playerIndex}/${this.numPlayers}`);
+    this._log(`[P2P] ${this.rejoined ? 'rejoined' : 'joined'} ${this.room} as player ${this.playerIndex}/${this.numPlayers}`);
     this.readyInfo = res.ready ?? null;
   }
 
@@ -235,7 +365,8 @@ export class P2PSyncSession extends EventTarget {
     for (let p = 0; p < this.numPlayers; p++) {
       if (p === this.playerIndex) continue;
       const st = this._peer(p);
-      if (this.playerIndex < p) this._offer(st);
+      // the lower index offers; a rejoining page offers to everyone (the others wait for it)
+      if (this.rejoined || this.playerIndex < p) this._offer(st);
     }
     this._statsTimer = this.clock.setInterval(() => this.pollConnectionType(), this.statsIntervalMs);
   }
@@ -256,6 +387,13 @@ export class P2PSyncSession extends EventTarget {
   //     healthy for long enough.
   //   * closeP2P() cuts every channel (the "Cut P2P" button); restoreP2P() opens new ones. A channel
   //     the PEER closed while the path was up is a deliberate cut: it is not re-opened from here.
+  //   * A player that rejoined (its page reloaded): its old connection is dead. The rejoined page
+  //     offers a NEW RTCPeerConnection + DataChannel to everyone; the others, on `peer_rejoined`
+  //     (or on an offer from that seat carrying a new page nonce, whichever comes first), retire
+  //     the old connection — its timers (ICE restarts) stop, its handlers are detached,
+  //     engine.onChannelClosed if it was still open — and answer on a fresh one. The rejoined
+  //     page never offers to someone who also offers, so the offers cannot collide; signals of,
+  //     or meant for, the page that reloaded are dropped by their nonces.
 
   _rtcConfiguration() {
     return { iceServers: this.iceServers, ...(this.rtcConfig || {}) };
@@ -270,6 +408,7 @@ export class P2PSyncSession extends EventTarget {
       closed: false, failed: false, cut: false, lost: false, closedWhileLost: false, makingOffer: false,
       ignoredOffer: false, iceRestarts: 0, iceRestartsTotal: 0, reopens: 0, restartTimer: null, gaveUp: false,
       pair: null, heard: false, heardMe: false, peerSettled: false, rtts: [],
+      remoteNonce: null, retired: false,
     };
     this.peers.set(p, st);
     pc.onicecandidate = (ev) => this._signal(p, { type: 'candidate', candidate: ev.candidate ? ev.candidate.toJSON() : null });
@@ -298,8 +437,9 @@ export class P2PSyncSession extends EventTarget {
     st.makingOffer = true;
     try {
       const offer = await pc.createOffer(options);
-      if (this._destroyed || pc.connectionState === 'closed') return;
+      if (this._destroyed || st.retired || pc.connectionState === 'closed') return;
       await pc.setLocalDescription(offer);
+      if (st.retired) return;
       this._signal(st.peer, { type: 'offer', sdp: pc.localDescription.sdp });
     } catch (e) {
       this._log(`[P2P] offer to player ${st.peer} failed: ${e}`, 'error');
@@ -309,13 +449,31 @@ export class P2PSyncSession extends EventTarget {
   }
 
   _signal(to, data) {
-    this.transport.sendSignal(to, data);
+    // who sends (this page) and to which page of that seat (unknown before its first signal)
+    const st = this.peers.get(to);
+    const out = { ...data, session: this.nonce };
+    if (st && st.remoteNonce) out.toSession = st.remoteNonce;
+    this.transport.sendSignal(to, out);
   }
 
   async _handleSignal(from, data) {
     if (!Number.isInteger(from) || !data || this._destroyed) return;
     if (from === this.playerIndex || from < 0 || (this.numPlayers && from >= this.numPlayers)) return;
-    const st = this._peer(from);
+    const nonce = typeof data.session === 'string' ? data.session : null;
+    // meant for an earlier page at this seat (e.g. an ICE restart of the connection to the page
+    // this one replaced), or sent by a page of that seat that has since been replaced
+    if (typeof data.toSession === 'string' && data.toSession !== this.nonce) return;
+    if (nonce && this._retiredNonces.get(from)?.has(nonce)) return;
+    let st = this.peers.get(from);
+    if (st && nonce && st.remoteNonce && st.remoteNonce !== nonce) {
+      // a new page at that seat (it reloaded and rejoined) whose signal came before peer_rejoined
+      this._log(`[WebRTC] player ${from} is a new page (its offer came before peer_rejoined): new connection`);
+      this._retirePeer(st, 'replaced by the rejoined page');
+      this._renewedEarly.set(from, (this._renewedEarly.get(from) ?? 0) + 1);
+      st = null;
+    }
+    if (!st) st = this._peer(from);
+    if (nonce && !st.remoteNonce) st.remoteNonce = nonce;
     const pc = st.pc;
     try {
       if (data.type === 'offer') {
@@ -346,7 +504,7 @@ export class P2PSyncSession extends EventTarget {
 
   /** The path to the peer is gone (ICE disconnected/failed): the engine falls back; ICE restarts. */
   _connectivityLost(st, why) {
-    if (this._destroyed || st.pc.connectionState === 'closed') return;
+    if (this._destroyed || st.retired || st.pc.connectionState === 'closed') return;
     if (!st.lost) {
       st.lost = true;
       st.iceRestarts = 0;
@@ -367,7 +525,7 @@ export class P2PSyncSession extends EventTarget {
   /** ICE is connected again (or a packet arrived over the channel): a surviving channel is usable
    * again; a dead one is re-opened. */
   _connectivityBack(st) {
-    if (!st.lost || this._destroyed) return;
+    if (!st.lost || this._destroyed || st.retired) return;
     st.lost = false;
     if (st.restartTimer !== null) { this.clock.clearTimeout(st.restartTimer); this._timers.delete(st.restartTimer); st.restartTimer = null; }
     this._log(`[WebRTC] connection to player ${st.peer} restored${st.iceRestarts ? ` after ${st.iceRestarts} ICE restart(s)` : ''}`);
@@ -383,8 +541,76 @@ export class P2PSyncSession extends EventTarget {
     }
   }
 
+  /** A player reclaimed its seat (its page reloaded): the connection to its old page is dead; a
+   * fresh one waits for the new page's offer. */
+  _onPeerRejoined(index, nonce = null) {
+    if (this._destroyed || !Number.isInteger(index) || index === this.playerIndex || index < 0 || (this.numPlayers && index >= this.numPlayers)) return;
+    const early = this._renewedEarly.get(index) ?? 0;
+    if (early > 0) {
+      // its new page's offer came first: that connection is already the new one
+      this._renewedEarly.set(index, early - 1);
+      this._log(`[P2P] player ${index} rejoined the room`);
+      this._emit('peerRejoined', { type: 'peerRejoined', peer: index });
+      return;
+    }
+    const cur = this.peers.get(index);
+    if (nonce && cur && cur.remoteNonce === nonce) {
+      // the same page: only its Socket.IO connection came back (the relay works again); its
+      // DataChannel is not touched
+      this._log(`[P2P] player ${index} is back on the server (its Socket.IO connection reconnected)`);
+      this._emit('peerRelayBack', { type: 'peerRelayBack', peer: index });
+      return;
+    }
+    this._log(`[P2P] player ${index} rejoined the room`);
+    this._emit('peerRejoined', { type: 'peerRejoined', peer: index });
+    const old = this.peers.get(index);
+    if (old) this._retirePeer(old, 'player rejoined (new page)');
+    if (this.peer) this._peer(index); // answers the rejoined page's offer
+  }
+
+  /** Drops the connection to a page that is gone: timers, handlers, channels, the pc; the engine
+   * hears that the channel closed (if it still counted it open). Its signals are ignored from now on. */
+  _retirePeer(st, why) {
+    if (st.retired) return;
+    st.retired = true;
+    this.glueCounters.peersRenewed++;
+    if (this.peers.get(st.peer) === st) this.peers.delete(st.peer);
+    if (st.remoteNonce) {
+      const set = this._retiredNonces.get(st.peer) || new Set();
+      set.add(st.remoteNonce);
+      this._retiredNonces.set(st.peer, set);
+    }
+    if (st.restartTimer !== null) { this.clock.clearTimeout(st.restartTimer); this._timers.delete(st.restartTimer); st.restartTimer = null; }
+    const pc = st.pc;
+    pc.onicecandidate = pc.ondatachannel = pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
+    for (const dc of st.channels) dc.onopen = dc.onclose = dc.onmessage = dc.onerror = null;
+    const wasOpen = st.open;
+    st.open = false;
+    if (!st.closed) {
+      st.closed = true;
+      this._log(`[WebRTC] connection to player ${st.peer} dropped (${why})`, wasOpen ? 'warn' : 'log');
+      if (this.engine && wasOpen) this.engine.onChannelClosed(st.peer, this._now());
+    }
+    for (const dc of st.channels) { try { dc.close(); } catch { /* ignore */ } }
+    st.channels.clear();
+    try { pc.close(); } catch { /* ignore */ }
+    if (this.peer) this.peer.poll();
+    this._wake();
+  }
+
+  /** Another connection took this seat with its token (this page was reloaded elsewhere, or the
+   * tab was duplicated): the server closes this one; this session stops. */
+  _onSeatReclaimed(d) {
+    if (this._destroyed) return;
+    this._log(`[P2P] seat ${d.playerIndex ?? this.playerIndex} of ${d.room ?? this.room} was reclaimed by another connection; closing this session`, 'warn');
+    this._emit('seatReclaimed', { type: 'seatReclaimed', room: d.room ?? this.room, playerIndex: d.playerIndex ?? this.playerIndex });
+    // the token this session holds is spent; a newer one in the store belongs to the new owner
+    this._tokenDone = true;
+    this.destroy();
+  }
+
   _scheduleIceRestart(st, delayMs) {
-    if (st.restartTimer !== null || this._destroyed) return;
+    if (st.restartTimer !== null || this._destroyed || st.retired) return;
     if (st.iceRestarts >= this.maxIceRestarts) {
       if (!st.gaveUp) this._log(`[WebRTC] no ICE restart left for player ${st.peer} (${this.maxIceRestarts} tried); staying on the relay`, 'warn');
       st.gaveUp = true;
@@ -393,7 +619,7 @@ export class P2PSyncSession extends EventTarget {
     const t = this.clock.setTimeout(() => {
       this._timers.delete(t);
       st.restartTimer = null;
-      if (!st.lost || this._destroyed || st.pc.connectionState === 'closed') return;
+      if (!st.lost || this._destroyed || st.retired || st.pc.connectionState === 'closed') return;
       st.iceRestarts++;
       st.iceRestartsTotal++;
       this._log(`[WebRTC] ICE restart ${st.iceRestarts}/${this.maxIceRestarts} towards player ${st.peer}`);
@@ -416,7 +642,7 @@ export class P2PSyncSession extends EventTarget {
     st.channels.add(dc);
     dc.binaryType = 'arraybuffer';
     dc.onopen = () => {
-      if (this._destroyed) return;
+      if (this._destroyed || st.retired) return;
       if (st.dc !== dc && st.dc && st.dc.readyState === 'open') return; // a newer channel is already in use
       st.dc = dc;
       st.open = true;
@@ -431,6 +657,7 @@ export class P2PSyncSession extends EventTarget {
       this.pollConnectionType();
     };
     dc.onclose = () => {
+      if (st.retired) return;
       st.channels.delete(dc);
       if (st.dc === dc) this._channelClosed(st, 'closed');
     };
@@ -439,7 +666,7 @@ export class P2PSyncSession extends EventTarget {
       if (!st.closed && st.dc === dc) this._log(`[WebRTC] DataChannel error (player ${st.peer}): ${msg}`, 'warn');
     };
     dc.onmessage = (ev) => {
-      if (!this.peer || !(ev.data instanceof ArrayBuffer)) return;
+      if (!this.peer || st.retired || !(ev.data instanceof ArrayBuffer)) return;
       // a packet over the channel proves the path works, whatever ICE reports (its 'connected'
       // can lag by seconds after a restart)
       if (st.lost && dc.readyState === 'open') this._connectivityBack(st);
@@ -475,7 +702,8 @@ export class P2PSyncSession extends EventTarget {
   async _waitChannels(timeoutMs) {
     const deadline = this._now() + timeoutMs;
     const settled = () => [...this.peers.values()].every((s) => s.open || s.failed || s.closed);
-    while (!settled() && this._now() < deadline) await this._sleep(Math.max(0, Math.min(250, deadline - this._now())));
+    while (!settled() && this._now() < deadline && !this._destroyed) await this._sleep(Math.max(0, Math.min(250, deadline - this._now())));
+    if (this._destroyed || !this.engine) return;
     for (const st of this.peers.values()) {
       if (!st.open && !st.failed && !st.closed) {
         st.failed = true;
@@ -643,6 +871,7 @@ export class P2PSyncSession extends EventTarget {
    * then closes the channels and frees the engine. Resolves with {finished, episodes}.
    */
   async finish({ lingerMs = 1500, timeoutMs = 10000, frameMs = 1000 / 30 } = {}) {
+    this.forgetToken();
     const t0 = this._now();
     let endedAt = this.finished ? t0 : null;
     while (!this._destroyed && this.peer) {
@@ -667,6 +896,8 @@ export class P2PSyncSession extends EventTarget {
   }
 
   _onEngineEvent(ev) {
+    // the session ended normally: a later page load must not reclaim this seat
+    if (ev.type === 'episodeEnd' && this.finished && !this._tokenDone) this.forgetToken();
     if (this.events.length >= 200) this.events.shift();
     this.events.push(ev);
     this._emit(ev.type, ev);
@@ -724,6 +955,7 @@ export class P2PSyncSession extends EventTarget {
     m.transport = {
       room: this.room,
       playerIndex: this.playerIndex,
+      rejoined: this.rejoined,
       impairment: { ...this.impairment },
       channels: [...this.peers.values()].map((s) => ({
         peer: s.peer, state: s.dc ? s.dc.readyState : 'none', everOpened: s.everOpened, failed: s.failed,
@@ -809,10 +1041,13 @@ export class P2PSyncSession extends EventTarget {
     }
   }
 
-  /** Stop timers, close channels and peer connections, detach socket handlers, free the engine. */
+  /** Stop timers, close channels and peer connections, detach socket handlers, free the engine.
+   * The stored reconnect token is kept (this is what a reload looks like): call forgetToken()
+   * first when the participant leaves for good. */
   destroy() {
     if (this._destroyed) return;
     this._destroyed = true;
+    liveSessions.delete(this);
     this.clock.clearInterval(this._statsTimer);
     for (const t of this._timers) this.clock.clearTimeout(t);
     this._timers.clear();

@@ -317,6 +317,14 @@ test('joined carries a reconnect token; a dropped player reclaims its seat withi
   // the old token is spent
   assert.deepEqual(await ack(client(srv), 'join', { token: ja.token }), { ok: false, error: 'bad_token' });
   assert.equal(srv.stats().rejoins, 1);
+  // a page nonce in the join is passed on in peer_rejoined (the others tell a reload from a
+  // Socket.IO reconnect of the same page by it); a malformed one is refused
+  const a3 = client(srv);
+  const rejoined3 = once(b, 'peer_rejoined');
+  assert.deepEqual(await ack(client(srv), 'join', { room: 'seat-1', players: 2, token: r.token, session: 'a b\n' }), { ok: false, error: 'bad_session' });
+  const r3 = await ack(a3, 'join', { room: 'seat-1', players: 2, token: r.token, session: 'page-9f2c' });
+  assert.equal(r3.ok, true);
+  assert.deepEqual(await rejoined3, { room: 'seat-1', playerIndex: 0, id: a3.id, session: 'page-9f2c' });
 });
 
 test('a token expires with the grace period; garbage and wrong-room tokens are refused', async () => {
