@@ -452,6 +452,7 @@ async function memoryBench(lib, totalFrames) {
   const end = lib.heapBytes();
   const endUsed = heapUsed();
   const m = engines[0].exportSessionMetrics();
+  const healthEvents = engines.map((e) => e.exportSessionMetrics().quality?.fallback?.events?.length ?? 0);
   const c = {
     ticks: world.peers.reduce((a, p) => a + p.ticks, 0),
     rollbacks: world.peers.reduce((a, p) => a + p.sp.counters.rollbacks, 0),
@@ -481,6 +482,9 @@ async function memoryBench(lib, totalFrames) {
       desyncEvents: c.desyncs, errorEvents: c.errors, p2pDelivered: c.p2p, relayDelivered: c.relay,
       p2pLost, seconds: round(seconds),
       rollbacksEngine0: m.rollbacks?.count ?? undefined,
+      // fallback/recovery records the engines keep (bounded by maxEvents): each one is a few
+      // hundred bytes of malloc in use that stays
+      healthEvents: healthEvents.reduce((a, b) => a + b, 0),
     },
   };
 }
@@ -685,7 +689,7 @@ function table(r) {
     if (m.mallocInUseAfter !== null) {
       V('memory.mallocInUse after warm-up', m.mallocInUseAfterWarmup, 'B');
       V(`memory.mallocInUse after ${m.frames} frames`, m.mallocInUseAfter, 'B', 'flat',
-        `${m.mallocGrowthBytes >= 0 ? '+' : ''}${m.mallocGrowthBytes} B since warm-up; ${m.mallocGrowthLast90pctBytes >= 0 ? '+' : ''}${m.mallocGrowthLast90pctBytes} B over the last 90%`);
+        `${m.mallocGrowthBytes >= 0 ? '+' : ''}${m.mallocGrowthBytes} B since warm-up; ${m.mallocGrowthLast90pctBytes >= 0 ? '+' : ''}${m.mallocGrowthLast90pctBytes} B over the last 90%; ${m.session.healthEvents} fallback/recovery records kept`);
     }
     V('memory.engine.memoryBytes()', m.engineMemoryBytes, 'B');
   }
