@@ -1197,6 +1197,23 @@ bool SyncEngine::setConnectionType(const std::string& type) { return metrics_.se
 
 // ------------------------------------------------------------------------------------- episodes
 
+void SyncEngine::restartTimelineAt(Frame start) {
+  cur_ = start;
+  confirmed_ = simulated_ = countedUpTo_ = start - 1;
+  nextReport_ = planLast_ = kNoFrame;
+  pendingRollback_ = lastMissingTarget_ = kNoFrame;
+  firstMiss_ = Misprediction{};
+  terminal_ = kNoFrame;
+  terminalTruncated_ = endSent_ = endEventEmitted_ = endMismatchReported_ = endTimedOut_ = false;
+  rowsUpTo_ = start - 1;
+  relaySentUpTo_ = p2pSentUpTo_ = kNoFrame;
+  for (InputBuffer& b : inputs_) b.reset(start);
+  for (FrameRecord& r : records_) r.frame = kNoFrame;
+  snapshots_.clear();
+  timeSync_.reset();
+  syncTest_.reset();
+}
+
 std::string SyncEngine::resetEpisode(int inputDelay) {
   Call call(*this);
   if (inputDelay >= 0 && (inputDelay > 30 || inputDelay + 16 > cfg_.bufferFrames / 2)) return "inputDelay out of range";
@@ -1215,22 +1232,8 @@ std::string SyncEngine::resetEpisode(int inputDelay) {
   }
   started_ = true;
   if (inputDelay >= 0) cfg_.inputDelay = inputDelay;
-  cur_ = episodeStart_;
-  confirmed_ = simulated_ = countedUpTo_ = episodeStart_ - 1;
-  nextReport_ = planLast_ = kNoFrame;
-  pendingRollback_ = lastMissingTarget_ = kNoFrame;
-  firstMiss_ = Misprediction{};
-  terminal_ = kNoFrame;
-  terminalTruncated_ = endSent_ = endEventEmitted_ = endMismatchReported_ = endTimedOut_ = false;
-  rowsUpTo_ = episodeStart_ - 1;
-  relaySentUpTo_ = kNoFrame;
-  p2pSentUpTo_ = kNoFrame;
+  restartTimelineAt(episodeStart_);
   std::fill(lastHeader_.begin(), lastHeader_.end(), kNoFrame);
-  for (InputBuffer& b : inputs_) b.reset(episodeStart_);
-  for (FrameRecord& r : records_) r.frame = kNoFrame;
-  snapshots_.clear();
-  timeSync_.reset();
-  syncTest_.reset();
   // The episode's input delay: fixed now, or agreed by the peers before its first frame.
   delayProposal_ = -1;
   delayGateMs_ = proposalMs_ = -1;

@@ -223,6 +223,9 @@ class SyncEngine {
   bool buildTransfer(int peer, const uint8_t* attachment, size_t len, double nowMs);
   void finishTransfer(double nowMs);
   void applyRejoin(const TransferView& v, double nowMs);
+  // The timeline starts over at `start` (a new episode, or a loaded transfer): frame counters,
+  // the pending rollback and terminal frame, inputs, records, snapshots, time sync, sync test.
+  void restartTimelineAt(Frame start);
   void applyResync(const TransferView& v, double nowMs);
   void checkResync(double nowMs);
   bool resyncRule(const uint64_t* hs, int& winner, uint32_t& losers, const char*& reason) const;

@@ -355,18 +355,8 @@ void SyncEngine::applyRejoin(const TransferView& v, double nowMs) {
   delayByEpisode_.assign(v.delays, v.delays + v.delayCount);
   if (delayByEpisode_.size() <= v.episode) delayByEpisode_.resize(v.episode + 1, v.inputDelay);
   started_ep_ = true;
-  cur_ = S;
-  confirmed_ = simulated_ = countedUpTo_ = S - 1;
-  nextReport_ = planLast_ = kNoFrame;
-  pendingRollback_ = lastMissingTarget_ = kNoFrame;
-  firstMiss_ = Misprediction{};
-  terminal_ = kNoFrame;
-  terminalTruncated_ = endSent_ = endEventEmitted_ = endMismatchReported_ = endTimedOut_ = false;
-  rowsUpTo_ = S - 1;
-  relaySentUpTo_ = p2pSentUpTo_ = kNoFrame;
-  // Inputs count from S on (nothing before it is needed again).
-  for (InputBuffer& b : inputs_) b.reset(S);
-  for (FrameRecord& r : records_) r.frame = kNoFrame;
+  // Inputs, records and snapshots count from S on (nothing before it is needed again).
+  restartTimelineAt(S);
   // The inputs known after S: the source's, then this peer's own from the other peers.
   double lag;
   for (int p = 0; p < cfg_.numPlayers; ++p) {
@@ -379,10 +369,7 @@ void SyncEngine::applyRejoin(const TransferView& v, double nowMs) {
   ownStash_.clear();
   transferBotsFrom_ = v.botsFrom;
   transferBots_.assign(v.bots, v.bots + static_cast<size_t>(v.botCount) * static_cast<size_t>(cfg_.numBots));
-  snapshots_.clear();
   snapshots_.save(S, v.state, v.stateLen, v.stateHash);
-  timeSync_.reset();
-  syncTest_.reset();
   stateSync_.joinEpisode(episode_, static_cast<uint32_t>(S - episodeStart_));
   if (S > episodeStart_) stateSync_.onLocalHash(wireFrame(S - episodeStart_), v.stateHash);
   // The peers are ahead by the time the transfer took: catch up (framesBehind reads the headers).
