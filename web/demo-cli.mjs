@@ -282,6 +282,15 @@ async function main() {
     rows.push(['rejoin', `player ${r.rejoin.peer}: back at frame ${g[r.rejoin.peer]?.frame ?? '?'} after ${g.find((x, i) => x && i !== r.rejoin.peer)?.downMs ?? '?'} ms away; ` +
       `gap in the data of ${g.filter(Boolean).length}/${g.length} peers; ${rec} rows recovered; logs compared from frame ${r.rejoin.logsComparedFrom}`]);
   }
+  if (r.resync) {
+    // the rule as the peers applied it (the source may record 'requested' instead)
+    const all = r.resync.byPeer.map((rs) => rs[0]).filter(Boolean);
+    const first = all.find((x) => x.reason !== 'requested') ?? all[0];
+    const recorded = r.resync.byPeer.filter((rs) => rs.length > 0).length;
+    rows.push(['resync', first
+      ? `at hash frame ${first.frame}: the state of player ${first.source} (${first.reason}), loaded by player(s) ${r.resync.loadedBy.join(', ') || 'none'}; recorded in the data of ${recorded}/${r.resync.byPeer.length} peers`
+      : 'none (no desync to recover from)']);
+  }
   if (r.dataFiles) rows.push(['data files', r.dataFiles.join(' ')]);
   if (r.nondeterminism.length) rows.push(['nondeterminism', r.nondeterminism.map((n) => `P${n.peer} frame ${n.frame} (detected at ${n.detectedAtFrame})`).join(', ')]);
   out(`Verdict (${r.players} players, ${r.profile}, seed ${r.seed}, env ${r.env}):`);

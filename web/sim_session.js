@@ -738,6 +738,13 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     else if (!gapsByPeer.every((g) => g.some((x) => x.peer === who))) reasons.push(`the rejoin of player ${who} is not in every peer's data`);
     if (peers[who].previous && !recovered.some((r) => r.rows > 0)) reasons.push(`player ${who} recovered no research rows from the peers (${JSON.stringify(recovered)})`);
   }
+  // desync recovery: what every peer recorded (the agreed source and rule) and who loaded a state
+  let resync;
+  if (o.desyncPolicy === 'resync') {
+    const byPeer = peers.map((p) => [...p.sp.data.episodes.values()].flatMap((e) => e.resyncs.map((r) => ({ episode: e.episode, ...r }))));
+    const loadedBy = peers.filter((p) => p.events.some((e) => e.type === 'stateLoaded')).map((p) => p.index);
+    resync = { byPeer, loadedBy };
+  }
   const healthy = reasons.length === 0;
   const stalls = peers.reduce((s, p) => s + p.stallTicks, 0);
   const waits = peers.reduce((s, p) => s + p.waitTicks, 0);
@@ -773,6 +780,7 @@ function buildResult(world, o, { timedOut, wallStart, expectedDesyncFrame, profi
     rollbacks,
     frameAdvantage,
     rejoin,
+    resync,
     inputDelayByEpisode: inputDelayByEpisode[0],
     inputDelayByEpisodeByPeer: inputDelayByEpisode,
     stalls,

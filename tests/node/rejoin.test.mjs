@@ -69,6 +69,14 @@ for (const players of [2, 3]) {
     for (const m of resync.perPeer) assert.ok(m.sync.desyncEvents.every((d) => typeof d.timeMs === 'number'));
     const resyncs = resync.perPeer.map((m) => m.session.transfers.resyncs);
     assert.equal(resyncs.reduce((a, b) => a + b, 0), 1, `one peer loaded one state: ${resyncs}`);
+    // every peer recorded the same agreed source: with 3 players the two healthy ones are the
+    // majority (source 0); with 2 there is no majority and the lower index wins. (The source
+    // records 'requested' when the request reached it before it applied the rule itself.)
+    const first = resync.resync.byPeer.map((rs) => rs[0]);
+    assert.ok(first.every((r) => r && r.frame === first[0].frame && r.source === 0), JSON.stringify(first));
+    const rule = players === 3 ? 'majority' : 'lowest-index';
+    assert.ok(first.every((r, i) => r.reason === rule || (i === 0 && r.reason === 'requested')), JSON.stringify(first));
+    assert.deepEqual(resync.resync.loadedBy, [players - 1], 'the corrupted peer loaded the state');
     // the default keeps today's behaviour: reported, never repaired
     const report = await runSession({ ...common });
     assert.equal(report.healthy, true, report.verdict.reasons.join('; '));
