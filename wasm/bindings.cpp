@@ -29,6 +29,11 @@ namespace {
 //   32 u32 digestHi, 36 u32 digestLo, 40 i16 margin, 42 u8 reason, 43 u8 source, 44 u8 status,
 //   45..47 pad, 48 u32 transferId, 52 u32 total, 56 u32 index, 60 u32 bitmap,
 //   64.. count x (u32 frame, u32 action), or for STATE_CHUNK its count bytes
+namespace off {  // the byte offsets above: the one place they are written down
+constexpr size_t type = 0, flags = 1, focused = 2, delay = 3, playerIndex = 4, count = 6, frame = 8, episode = 12,
+                 start = 16, end = 20, timestamp = 24, digestHi = 32, digestLo = 36, margin = 40, reason = 42,
+                 source = 43, status = 44, transferId = 48, total = 52, index = 56, bitmap = 60;
+}  // namespace off
 constexpr size_t kMsgHeader = 64;
 constexpr size_t kMsgBytes = kMsgHeader + 8 * kMaxResponseInputs;
 
@@ -55,26 +60,26 @@ void wr(uint8_t* p, T v) {
 }
 
 void readMsg(const uint8_t* s, Message& m) {
-  m.type = static_cast<MsgType>(s[0]);
-  m.flags = s[1];
-  m.focused = s[2];
-  m.delay = s[3];
-  m.margin = rd<int16_t>(s + 40);
-  m.playerIndex = rd<uint16_t>(s + 4);
-  m.count = rd<uint16_t>(s + 6);
-  m.frame = rd<uint32_t>(s + 8);
-  m.episode = rd<uint32_t>(s + 12);
-  m.start = rd<uint32_t>(s + 16);
-  m.end = rd<uint32_t>(s + 20);
-  m.timestamp = rd<double>(s + 24);
-  m.digest = (static_cast<uint64_t>(rd<uint32_t>(s + 32)) << 32) | rd<uint32_t>(s + 36);
-  m.reason = s[42];
-  m.source = s[43];
-  m.status = s[44];
-  m.transferId = rd<uint32_t>(s + 48);
-  m.total = rd<uint32_t>(s + 52);
-  m.index = rd<uint32_t>(s + 56);
-  m.bitmap = rd<uint32_t>(s + 60);
+  m.type = static_cast<MsgType>(s[off::type]);
+  m.flags = s[off::flags];
+  m.focused = s[off::focused];
+  m.delay = s[off::delay];
+  m.margin = rd<int16_t>(s + off::margin);
+  m.playerIndex = rd<uint16_t>(s + off::playerIndex);
+  m.count = rd<uint16_t>(s + off::count);
+  m.frame = rd<uint32_t>(s + off::frame);
+  m.episode = rd<uint32_t>(s + off::episode);
+  m.start = rd<uint32_t>(s + off::start);
+  m.end = rd<uint32_t>(s + off::end);
+  m.timestamp = rd<double>(s + off::timestamp);
+  m.digest = (static_cast<uint64_t>(rd<uint32_t>(s + off::digestHi)) << 32) | rd<uint32_t>(s + off::digestLo);
+  m.reason = s[off::reason];
+  m.source = s[off::source];
+  m.status = s[off::status];
+  m.transferId = rd<uint32_t>(s + off::transferId);
+  m.total = rd<uint32_t>(s + off::total);
+  m.index = rd<uint32_t>(s + off::index);
+  m.bitmap = rd<uint32_t>(s + off::bitmap);
   m.data = nullptr;
   m.dataLen = 0;
   if (m.type == MsgType::StateChunk) {
@@ -92,29 +97,29 @@ void readMsg(const uint8_t* s, Message& m) {
 }
 
 void writeMsg(const Message& m, uint8_t* s) {
-  s[0] = static_cast<uint8_t>(m.type);
-  s[1] = m.flags;
-  s[2] = m.focused;
-  s[3] = m.delay;
-  wr<int16_t>(s + 40, m.margin);
-  wr<uint16_t>(s + 4, m.playerIndex);
-  wr<uint16_t>(s + 6, m.count);
-  wr<uint32_t>(s + 8, m.frame);
-  wr<uint32_t>(s + 12, m.episode);
-  wr<uint32_t>(s + 16, m.start);
-  wr<uint32_t>(s + 20, m.end);
-  wr<double>(s + 24, m.timestamp);
-  wr<uint32_t>(s + 32, static_cast<uint32_t>(m.digest >> 32));
-  wr<uint32_t>(s + 36, static_cast<uint32_t>(m.digest));
-  s[42] = m.reason;
-  s[43] = m.source;
-  s[44] = m.status;
-  wr<uint32_t>(s + 48, m.transferId);
-  wr<uint32_t>(s + 52, m.total);
-  wr<uint32_t>(s + 56, m.index);
-  wr<uint32_t>(s + 60, m.bitmap);
+  s[off::type] = static_cast<uint8_t>(m.type);
+  s[off::flags] = m.flags;
+  s[off::focused] = m.focused;
+  s[off::delay] = m.delay;
+  wr<int16_t>(s + off::margin, m.margin);
+  wr<uint16_t>(s + off::playerIndex, m.playerIndex);
+  wr<uint16_t>(s + off::count, m.count);
+  wr<uint32_t>(s + off::frame, m.frame);
+  wr<uint32_t>(s + off::episode, m.episode);
+  wr<uint32_t>(s + off::start, m.start);
+  wr<uint32_t>(s + off::end, m.end);
+  wr<double>(s + off::timestamp, m.timestamp);
+  wr<uint32_t>(s + off::digestHi, static_cast<uint32_t>(m.digest >> 32));
+  wr<uint32_t>(s + off::digestLo, static_cast<uint32_t>(m.digest));
+  s[off::reason] = m.reason;
+  s[off::source] = m.source;
+  s[off::status] = m.status;
+  wr<uint32_t>(s + off::transferId, m.transferId);
+  wr<uint32_t>(s + off::total, m.total);
+  wr<uint32_t>(s + off::index, m.index);
+  wr<uint32_t>(s + off::bitmap, m.bitmap);
   if (m.type == MsgType::StateChunk) {
-    wr<uint16_t>(s + 6, m.dataLen);
+    wr<uint16_t>(s + off::count, m.dataLen);
     std::memcpy(s + kMsgHeader, m.data, m.dataLen);
     return;
   }
@@ -165,11 +170,13 @@ std::string lastError() { return g_lastError; }
 std::string layout() {
   nlohmann::json j = nlohmann::json::parse(layoutJson());
   j["message"] = nlohmann::json{{"headerBytes", kMsgHeader}, {"entryBytes", 8}, {"maxEntries", kMaxResponseInputs},
-                                {"type", 0}, {"flags", 1}, {"focused", 2}, {"delay", 3}, {"playerIndex", 4},
-                                {"count", 6}, {"frame", 8}, {"episode", 12}, {"start", 16}, {"end", 20},
-                                {"timestamp", 24}, {"digestHi", 32}, {"digestLo", 36}, {"margin", 40},
-                                {"reason", 42}, {"source", 43}, {"status", 44}, {"transferId", 48}, {"total", 52},
-                                {"index", 56}, {"bitmap", 60}};
+                                {"type", off::type}, {"flags", off::flags}, {"focused", off::focused},
+                                {"delay", off::delay}, {"playerIndex", off::playerIndex}, {"count", off::count},
+                                {"frame", off::frame}, {"episode", off::episode}, {"start", off::start},
+                                {"end", off::end}, {"timestamp", off::timestamp}, {"digestHi", off::digestHi},
+                                {"digestLo", off::digestLo}, {"margin", off::margin}, {"reason", off::reason},
+                                {"source", off::source}, {"status", off::status}, {"transferId", off::transferId},
+                                {"total", off::total}, {"index", off::index}, {"bitmap", off::bitmap}};
   return j.dump();
 }
 
