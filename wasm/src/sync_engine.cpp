@@ -237,23 +237,7 @@ void SyncEngine::planRollback(double nowMs) {
     const Frame S = loadPending_;
     loadPending_ = kNoFrame;
     const Frame last = std::min(cur_ - 1, lastPlannableFrame());
-    writer_.add(RequestKind::Load, 0, 0, S, S - episodeStart_, nullptr, 0);
-    for (Frame f = S; f <= last; ++f) {
-      FrameRecord& r = record(f);
-      std::array<uint8_t, kMaxActors> recorded = r.actions;
-      fillActions(f, r, recorded.data() + cfg_.numPlayers);
-      if (f > S && isSnapshotFrame(f)) writer_.add(RequestKind::Save, 0, 0, f, f - episodeStart_, nullptr, 0);
-      writer_.add(RequestKind::Advance, kRequestReplay, r.predictedMask, f, f - episodeStart_, r.actions.data(), numActors_);
-    }
-    int32_t* H = header();
-    H[plan::kRollbackTarget] = static_cast<int32_t>(S);
-    H[plan::kLoadFrame] = static_cast<int32_t>(S);
-    H[plan::kReplayCount] = static_cast<int32_t>(std::max<Frame>(0, last - S + 1));
-    nextReport_ = last >= S ? S : kNoFrame;
-    planLast_ = last >= S ? last : kNoFrame;
-    simulated_ = S - 1;
-    if (last < S) cur_ = S;
-    else cur_ = last + 1;
+    planLoadAndReplay(S, S, last, false);
     return;
   }
   Frame target = pendingRollback_;
@@ -295,11 +279,19 @@ void SyncEngine::planRollback(double nowMs) {
   if (terminal_ != kNoFrame && target <= terminal_ && confirmed_ < terminal_) terminal_ = kNoFrame;
   snapshots_.invalidateAfter(target);
   stateSync_.onRollback(wireFrame(target - episodeStart_));
-  const bool misprediction = pendingRollback_ != kNoFrame;
+  planLoadAndReplay(S, target, last, pendingRollback_ != kNoFrame);
+  pendingRollback_ = kNoFrame;
+  firstMiss_ = Misprediction{};
+  lastMissingTarget_ = kNoFrame;
+}
+
+// Load S, then replay S..last (a Save for each snapshot frame after `target`, whose snapshots were
+// invalidated) in one plan. With countRollback each replayed frame counts one more rollback.
+void SyncEngine::planLoadAndReplay(Frame S, Frame target, Frame last, bool countRollback) {
   writer_.add(RequestKind::Load, 0, 0, S, S - episodeStart_, nullptr, 0);
   for (Frame f = S; f <= last; ++f) {
     FrameRecord& r = record(f);
-    if (misprediction && r.rollbacks < UINT16_MAX) ++r.rollbacks;
+    if (countRollback && r.rollbacks < UINT16_MAX) ++r.rollbacks;
     // Bots' recorded actions are reused; players' inputs are the best known now.
     std::array<uint8_t, kMaxActors> recorded = r.actions;
     fillActions(f, r, recorded.data() + cfg_.numPlayers);
@@ -309,14 +301,11 @@ void SyncEngine::planRollback(double nowMs) {
   int32_t* H = header();
   H[plan::kRollbackTarget] = static_cast<int32_t>(target);
   H[plan::kLoadFrame] = static_cast<int32_t>(S);
-  H[plan::kReplayCount] = static_cast<int32_t>(last - S + 1);
-  nextReport_ = S;
-  planLast_ = last;
+  H[plan::kReplayCount] = static_cast<int32_t>(std::max<Frame>(0, last - S + 1));
+  nextReport_ = last >= S ? S : kNoFrame;
+  planLast_ = last >= S ? last : kNoFrame;
   simulated_ = S - 1;
-  cur_ = last + 1;
-  pendingRollback_ = kNoFrame;
-  firstMiss_ = Misprediction{};
-  lastMissingTarget_ = kNoFrame;
+  cur_ = std::max(S, last + 1);
 }
 
 Status SyncEngine::decideStatus(double nowMs) {

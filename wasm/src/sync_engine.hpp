@@ -179,6 +179,7 @@ class SyncEngine {
   void beginAdvance(double nowMs);
   void noteLocalGap(double nowMs);
   void planRollback(double nowMs);
+  void planLoadAndReplay(Frame S, Frame target, Frame last, bool countRollback);
   Status decideStatus(double nowMs);
   void planFrames(double nowMs, uint8_t localAction);
   void sendInputs(double nowMs, double bufferedAmount);
