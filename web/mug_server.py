@@ -173,6 +173,18 @@ class MugServer:
     def emit_to(self, event, data, sid):
         self.sio.emit(event, data, room=sid)
 
+    def game_of(self, data):
+        """The game a client event names by its game_id (None for a malformed payload or an unknown game)."""
+        return self.games.get(data.get('game_id')) if isinstance(data, dict) else None
+
+    def end_game(self, data):
+        """Removes the game the event names and frees its players' seats; returns it (None if unknown)."""
+        game = self.games.pop(data.get('game_id'), None) if isinstance(data, dict) else None
+        if game:
+            for sid in game.players.values():
+                self.player_of.pop(sid, None)
+        return game
+
     # ------------------------------------------------------------------ pairing
 
     def join_game(self, sid):
@@ -348,7 +360,7 @@ class MugServer:
 
         @sio.on('p2p_validation_success')
         def on_validation_success(data):
-            game = isinstance(data, dict) and srv.games.get(data.get('game_id'))
+            game = srv.game_of(data)
             if not game:
                 return srv.drop('p2p_validation_success', 'unknown game')
             game.validated.add(str(data.get('player_id')))
@@ -357,17 +369,16 @@ class MugServer:
 
         @sio.on('p2p_validation_failed')
         def on_validation_failed(data):
-            game = isinstance(data, dict) and srv.games.pop(data.get('game_id'), None)
+            game = srv.end_game(data)
             if not game:
                 return
             for sid in game.players.values():
-                srv.player_of.pop(sid, None)
                 srv.emit_to('p2p_validation_repool', {'message': 'Connection could not be established. Finding new partner...',
                                                       'reason': data.get('reason')}, sid)
 
         @sio.on('p2p_connection_lost')
         def on_connection_lost(data):
-            game = isinstance(data, dict) and srv.games.get(data.get('game_id'))
+            game = srv.game_of(data)
             if not game:
                 return
             first = not game.paused
@@ -379,7 +390,7 @@ class MugServer:
 
         @sio.on('p2p_reconnection_success')
         def on_reconnection_success(data):
-            game = isinstance(data, dict) and srv.games.get(data.get('game_id'))
+            game = srv.game_of(data)
             if not game or not game.paused:
                 return
             game.recovered.add(str(data.get('player_id')))
@@ -391,11 +402,9 @@ class MugServer:
 
         @sio.on('p2p_reconnection_timeout')
         def on_reconnection_timeout(data):
-            game = isinstance(data, dict) and srv.games.pop(data.get('game_id'), None)
+            game = srv.end_game(data)
             if not game:
                 return
-            for sid in game.players.values():
-                srv.player_of.pop(sid, None)
             sio.emit('p2p_game_ended', {'game_id': game.game_id, 'reason': 'reconnection_timeout',
                                         'reconnection_data': {'total_pause_duration_ms': data.get('pause_duration_ms'),
                                                               'lost_players': sorted(game.lost),
