@@ -93,6 +93,23 @@ async function assertP2PFirstAgain(pages, before, minNew = 60) {
   }, [before, minNew], 30000);
 }
 
+/** Waits for the recovery on every page, then for P2P delivering first again; checks that each page
+ * is error- and desync-free with its channel open. Returns the pages' states and the P2P
+ * first-delivery counts at the recovery (per player index). */
+async function recoveredAndP2PFirst(pages, timeoutMs) {
+  await waitAll(pages, () => window.game.events.some((e) => e.type === 'recovery'), null, timeoutMs);
+  const before = [];
+  for (const s of await Promise.all(pages.map(state))) before[s.playerIndex] = s.firstP2P;
+  await assertP2PFirstAgain(pages, before);
+  const end = await Promise.all(pages.map(state));
+  for (const s of end) {
+    assert.equal(s.error, null);
+    assert.equal(s.desyncs, 0);
+    assert.equal(s.channel.state, 'open');
+  }
+  return { end, before };
+}
+
 test('closeP2P, then restoreP2P: fallback, recovery, and P2P delivering first again', async () => {
   const { pages, byIndex } = await openRoom({ auto: '11', fps: '60', frames: '0', recover: '1000', recoverBelow: '150' });
   try {
@@ -104,16 +121,8 @@ test('closeP2P, then restoreP2P: fallback, recovery, and P2P delivering first ag
     const cut = await Promise.all(pages.map(state));
     for (const s of cut) assert.notEqual(s.channel.state, 'open', `player ${s.playerIndex}: channel closed`);
     await p0.page.evaluate(() => window.game.restoreP2P());
-    await waitAll(pages, () => window.game.events.some((e) => e.type === 'recovery'), null, 20000);
-    const rec = await Promise.all(pages.map(state));
-    const before = [];
-    for (const s of rec) before[s.playerIndex] = s.firstP2P;
-    await assertP2PFirstAgain(pages, before);
-    const end = await Promise.all(pages.map(state));
+    const { end, before } = await recoveredAndP2PFirst(pages, 20000);
     for (const s of end) {
-      assert.equal(s.error, null);
-      assert.equal(s.desyncs, 0);
-      assert.equal(s.channel.state, 'open');
       const fb = s.events.find((e) => e.type === 'fallback');
       const rc = s.events.find((e) => e.type === 'recovery');
       assert.ok(fb && rc && rc.timeMs > fb.timeMs, `player ${s.playerIndex}: fallback then recovery: ${JSON.stringify(s.events)}`);
@@ -148,16 +157,8 @@ test('the UDP path blocked and unblocked: ICE disconnected → fallback, ICE res
       unblock();
     }
     const blockedMs = Date.now() - t0;
-    await waitAll(pages, () => window.game.events.some((e) => e.type === 'recovery'), null, 30000);
-    const rec = await Promise.all(pages.map(state));
-    const before = [];
-    for (const s of rec) before[s.playerIndex] = s.firstP2P;
-    await assertP2PFirstAgain(pages, before);
-    const end = await Promise.all(pages.map(state));
+    const { end, before } = await recoveredAndP2PFirst(pages, 30000);
     for (const s of end) {
-      assert.equal(s.error, null);
-      assert.equal(s.desyncs, 0);
-      assert.equal(s.channel.state, 'open');
       const fb = s.events.find((e) => e.type === 'fallback');
       assert.ok(fb, `player ${s.playerIndex} fell back`);
       assert.ok(['connection-failed', 'channel-closed', 'latency-high', 'latency-critical'].includes(fb.reason), fb.reason);

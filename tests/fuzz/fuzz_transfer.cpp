@@ -49,28 +49,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   in.expect(9, 1, 0);
   const uint32_t total = static_cast<uint32_t>(b.size());
   const uint32_t chunks = (total + kTransferChunkBytes - 1) / kTransferChunkBytes;
+  auto chunk = [&](uint32_t i) {
+    Message m;
+    m.type = MsgType::StateChunk;
+    m.transferId = 9;
+    m.total = total;
+    m.index = i;
+    m.dataLen = static_cast<uint16_t>(std::min<size_t>(kTransferChunkBytes, total - static_cast<size_t>(i) * kTransferChunkBytes));
+    m.data = b.data() + static_cast<size_t>(i) * kTransferChunkBytes;
+    return m;
+  };
   for (uint32_t k = 0; k < chunks; ++k) {
     const uint32_t i = (k * 7 + data[0]) % chunks;  // a permutation when gcd(7, chunks) == 1; duplicates otherwise
-    Message m;
-    m.type = MsgType::StateChunk;
-    m.transferId = 9;
-    m.total = total;
-    m.index = i;
-    m.dataLen = static_cast<uint16_t>(std::min<size_t>(kTransferChunkBytes, total - static_cast<size_t>(i) * kTransferChunkBytes));
-    m.data = b.data() + static_cast<size_t>(i) * kTransferChunkBytes;
-    const RxResult r = in.onChunk(1, m, 1u << 20, 0);
+    const RxResult r = in.onChunk(1, chunk(i), 1u << 20, 0);
     if (r != RxResult::Ok && r != RxResult::Duplicate && r != RxResult::TransferTooLarge) abort();
   }
-  for (uint32_t i = 0; i < chunks && total <= (1u << 20); ++i) {  // fill what the permutation missed
-    Message m;
-    m.type = MsgType::StateChunk;
-    m.transferId = 9;
-    m.total = total;
-    m.index = i;
-    m.dataLen = static_cast<uint16_t>(std::min<size_t>(kTransferChunkBytes, total - static_cast<size_t>(i) * kTransferChunkBytes));
-    m.data = b.data() + static_cast<size_t>(i) * kTransferChunkBytes;
-    in.onChunk(1, m, 1u << 20, 0);
-  }
+  for (uint32_t i = 0; i < chunks && total <= (1u << 20); ++i) in.onChunk(1, chunk(i), 1u << 20, 0);  // fill what the permutation missed
   if (total <= (1u << 20) && (!in.complete() || in.size() != b.size() || std::memcmp(in.data(), b.data(), b.size()) != 0)) abort();
   return 0;
 }

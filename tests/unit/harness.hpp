@@ -33,6 +33,8 @@
 
 namespace p2psync::test {
 
+constexpr double kFrameMs = 1000.0 / 30.0;  // one frame at the tests' 30 fps
+
 // ---------------------------------------------------------------- toy game
 // State: the episode frame (steps since reset), a rolling hash of every action, per-actor
 // positions. Its snapshot is JSON text, like get_state() in the Pyodide env.
@@ -631,7 +633,6 @@ struct Session {
 // Player 0 of `players`; the others are crafted packets: every frame they send a KEEPALIVE (they
 // are alive), and their READY for episode 0 answers ours.
 struct Solo {
-  static constexpr double kFrameMs = 1000.0 / 30.0;
   Peer a;
   double now = 0;
   std::vector<std::pair<int, std::vector<uint8_t>>> pendingReady;

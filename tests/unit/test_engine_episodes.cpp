@@ -14,10 +14,6 @@ using namespace p2psync;
 using namespace p2psync::test;
 using nlohmann::json;
 
-namespace {
-constexpr double kFrameMs = 1000.0 / 30.0;
-}  // namespace
-
 // ================================================================================ 7. episodes
 
 TEST_CASE("episode reset: clears frame state, keeps session metrics, new delay, stale packets rejected", "[engine]") {

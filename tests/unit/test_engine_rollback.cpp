@@ -19,10 +19,6 @@ using namespace p2psync;
 using namespace p2psync::test;
 using nlohmann::json;
 
-namespace {
-constexpr double kFrameMs = 1000.0 / 30.0;
-}  // namespace
-
 // ================================================================================ 1. symmetry
 
 namespace {

@@ -13,10 +13,6 @@ using namespace p2psync;
 using namespace p2psync::test;
 using nlohmann::json;
 
-namespace {
-constexpr double kFrameMs = 1000.0 / 30.0;
-}  // namespace
-
 TEST_CASE("sync-test mode: a forced rollback of k frames every frame; deterministic game never flagged", "[engine]") {
   for (int k : {1, 3, 7}) {
     CAPTURE(k);

@@ -13,10 +13,6 @@ using namespace p2psync;
 using namespace p2psync::test;
 using nlohmann::json;
 
-namespace {
-constexpr double kFrameMs = 1000.0 / 30.0;
-}  // namespace
-
 // ================================================================================ 9. time sync
 
 TEST_CASE("time sync: a page frozen for 10 frames mid-episode catches up; nobody is left behind", "[engine]") {

@@ -78,9 +78,9 @@ TEST_CASE("plan: stepped() is accepted only for the next Advance of the plan; ot
   // A plan that is never run: its Advances are taken as stepped by the next advance(), counted.
   Peer& a = s.a;
   SyncEngine& e = s.e();
-  e.advance(s.now += Solo::kFrameMs, 0, 0);
+  e.advance(s.now += kFrameMs, 0, 0);
   REQUIRE(e.requestCount() == 1);
-  e.advance(s.now += Solo::kFrameMs, 0, 0);
+  e.advance(s.now += kFrameMs, 0, 0);
   CHECK(e.exportSessionMetrics()["session"]["unreportedSteps"] == 1);
   Peer::Env env{a};
   runPlan(e, env);
